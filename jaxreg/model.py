@@ -1,0 +1,163 @@
+"""The regularized network as pure JAX functions.
+
+LINEAR->RELU->...->LINEAR->SIGMOID on ``X`` of shape ``(n_x, m)`` (features x
+examples), labels ``Y`` of shape ``(1, m)``, parameters ``{"W1": (n1, n0),
+"b1": (n1, 1), ...}``. Two regularizers:
+
+* L2: ``lambd/(2m) * sum_l ||W_l||^2`` is part of :func:`loss` (biases are not
+  penalised); ``jax.grad(loss)`` gives the gradients, nothing is hand-derived.
+* Inverted dropout on hidden layers: ``A = A * D / keep_prob``, where the
+  boolean masks ``D`` are explicit values from :func:`dropout_masks` and an
+  explicit key. ``keep_prob`` is the probability of *keeping* a unit (the
+  textbook's word, never a drop rate); it may differ per hidden layer.
+
+Everything here is pure and jit-able. Input is validated once, at the call,
+before tracing (see :mod:`jaxreg.validate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxreg import validate
+
+__all__ = [
+    "init_params",
+    "dropout_masks",
+    "forward",
+    "loss",
+    "predict_proba",
+    "predict",
+    "accuracy",
+    "n_layers",
+]
+
+INIT_SCHEMES = ("he", "lecun", "zeros")
+
+
+def n_layers(params: dict) -> int:
+    """Number of weight layers ``L`` in ``params`` (hidden layers + 1)."""
+    return len(params) // 2
+
+
+def init_params(key, layer_dims: Sequence[int], scheme: str = "he", dtype=None) -> dict:
+    """Keyed initialisation. Returns ``{"W<l>": (n_l, n_{l-1}), "b<l>": (n_l, 1)}``.
+
+    ``scheme``: ``"he"`` (``N(0, 2/n_{l-1})``, for ReLU), ``"lecun"`` (the textbook's
+    ``randn / sqrt(n_{l-1})``) or ``"zeros"`` (tests only: a zero network cannot learn).
+    Biases start at zero. ``dtype`` defaults to JAX's default float."""
+    dims = validate.layer_dims(layer_dims)
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"scheme: got {scheme!r}, expected one of {', '.join(INIT_SCHEMES)}")
+    dtype = dtype or jnp.zeros(()).dtype
+    gain = {"he": 2.0, "lecun": 1.0, "zeros": 0.0}[scheme]
+    params = {}
+    for l, layer_key in enumerate(jax.random.split(key, len(dims) - 1), start=1):
+        n, n_prev = dims[l], dims[l - 1]
+        params[f"W{l}"] = jax.random.normal(layer_key, (n, n_prev), dtype) * jnp.sqrt(
+            jnp.asarray(gain / n_prev, dtype)
+        )
+        params[f"b{l}"] = jnp.zeros((n, 1), dtype)
+    return params
+
+
+def keep_mask(key, shape: tuple[int, ...], keep_prob) -> jax.Array:
+    """Boolean mask of ``shape``, each entry True with probability ``keep_prob``.
+
+    Draws raw 32-bit words and compares them with ``keep_prob * 2**32``: no
+    conversion to floats, and the keep rate is exact to 2**-32. A concrete
+    ``keep_prob == 1`` draws nothing; a traced one gives the same mask as the
+    concrete value would."""
+    if validate.is_concrete(keep_prob) and float(keep_prob) == 1.0:
+        return jnp.ones(shape, bool)
+    p = jnp.asarray(keep_prob)
+    # The largest float32 below 2**32 keeps the cast in range; p == 1 is handled apart.
+    threshold = jnp.clip(jnp.floor(p * 2.0**32), 0, 4294967040.0).astype(jnp.uint32)
+    return (jax.random.bits(key, shape, jnp.uint32) < threshold) | (p >= 1)
+
+
+def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
+    """One boolean ``(n_l, m)`` mask per hidden layer, True where a unit is kept.
+
+    ``keep_prob`` is a float or one value per hidden layer. Layer ``l`` draws from
+    the ``l``-th of ``jax.random.split(key, n_hidden)``: the same key gives the same
+    masks, always."""
+    dims = validate.layer_dims(layer_dims)
+    hidden = dims[1:-1]
+    kps = validate.keep_prob(keep_prob, len(hidden))
+    keys = jax.random.split(key, len(hidden))
+    return tuple(keep_mask(keys[i], (n, m), kp) for i, (n, kp) in enumerate(zip(hidden, kps, strict=True)))
+
+
+def _check_masks(masks, dims: tuple[int, ...], m: int) -> None:
+    hidden = dims[1:-1]
+    if len(masks) != len(hidden):
+        raise ValueError(
+            f"masks: got {len(masks)} masks, expected {len(hidden)} (one per hidden layer)"
+        )
+    for l, (mask, n) in enumerate(zip(masks, hidden, strict=True), start=1):
+        if tuple(mask.shape) != (n, m):
+            raise ValueError(f"masks[{l - 1}]: got shape {tuple(mask.shape)}, expected ({n}, {m})")
+
+
+def forward(params: dict, X, *, masks=None, keep_prob=1.0) -> jax.Array:
+    """The logits ``Z_L`` of shape ``(1, m)`` for ``X`` of shape ``(n_x, m)``.
+
+    Hidden layers are LINEAR->RELU, then ``A * D / keep_prob`` where ``masks`` (from
+    :func:`dropout_masks`) are given; without masks there is no dropout."""
+    dims = validate.params(params, n_x=validate.features(X).shape[0])
+    L = len(dims) - 1
+    if masks is not None:
+        _check_masks(masks, dims, X.shape[1])
+        kps = validate.keep_prob(keep_prob, L - 1)
+    A = X
+    for l in range(1, L):
+        A = jax.nn.relu(params[f"W{l}"] @ A + params[f"b{l}"])
+        if masks is not None:
+            A = _dropout(A, masks[l - 1], kps[l - 1])
+    return params[f"W{L}"] @ A + params[f"b{L}"]
+
+
+def _dropout(A, mask, keep_prob):
+    if validate.is_concrete(keep_prob) and float(keep_prob) == 1.0:
+        return A  # Nothing is dropped, nothing to scale (as Equinox's Dropout does).
+    return jnp.where(mask, A, 0) / keep_prob
+
+
+def l2_penalty(params: dict) -> jax.Array:
+    """``sum_l ||W_l||^2`` over the weights (biases excluded)."""
+    return sum(jnp.sum(jnp.square(params[f"W{l}"])) for l in range(1, n_layers(params) + 1))
+
+
+def loss(params: dict, X, Y, *, lambd=0.0, masks=None, keep_prob=1.0) -> jax.Array:
+    """Scalar cost: mean binary cross-entropy plus ``lambd/(2m) * sum_l ||W_l||^2``.
+
+    The cross-entropy is computed from the logits (``log_sigmoid``), so saturated
+    units give neither ``log(0)`` nor NaN. ``X`` is ``(n_x, m)``, ``Y`` is ``(1, m)``."""
+    validate.features_and_labels(X, Y)
+    validate.lambd(lambd)
+    logits = forward(params, X, masks=masks, keep_prob=keep_prob)
+    cost = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, Y.astype(logits.dtype)))
+    if validate.is_concrete(lambd) and float(lambd) == 0.0:
+        return cost
+    return cost + lambd / (2 * X.shape[1]) * l2_penalty(params)
+
+
+def predict_proba(params: dict, X) -> jax.Array:
+    """``P(y = 1 | x)`` of shape ``(1, m)``, the full network without dropout."""
+    return jax.nn.sigmoid(forward(params, X))
+
+
+def predict(params: dict, X) -> jax.Array:
+    """0/1 predictions ``(1, m)`` (int32): probability above 0.5, as in the textbook."""
+    return (predict_proba(params, X) > 0.5).astype(jnp.int32)
+
+
+def accuracy(params: dict, X, Y) -> jax.Array:
+    """Fraction of the ``m`` examples predicted right (scalar)."""
+    validate.features_and_labels(X, Y)
+    return jnp.mean(predict(params, X) == Y)

@@ -1,0 +1,180 @@
+"""Checks of user input, run once at the boundary, before any tracing.
+
+Each check raises ``ValueError`` (``TypeError`` for a wrong kind of object) whose
+message names the argument, what it got and what was expected. Value checks
+(NaN, labels, keep_prob range) run only on concrete values: inside ``jit`` or
+``vmap`` the arrays are tracers and only their shapes can be checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+__all__ = [
+    "is_concrete",
+    "layer_dims",
+    "keep_prob",
+    "lambd",
+    "features",
+    "labels",
+    "features_and_labels",
+    "params",
+]
+
+
+def is_concrete(x) -> bool:
+    """True unless ``x`` (or a leaf of it) is a JAX tracer."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def layer_dims(dims) -> tuple[int, ...]:
+    """``[n_x, n_1, ..., n_{L-1}, 1]``: at least one hidden layer, positive widths, one output."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence | np.ndarray):
+        raise TypeError(f"layer_dims: got {type(dims).__name__}, expected a sequence of ints")
+    dims = tuple(dims)
+    if len(dims) < 3:
+        raise ValueError(
+            f"layer_dims: got {list(dims)} ({len(dims)} entries), expected at least 3: "
+            "[n_x, n_1, ..., 1] with at least one hidden layer"
+        )
+    if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"layer_dims: got {list(dims)}, expected integers")
+    if any(d <= 0 for d in dims):
+        raise ValueError(f"layer_dims: got {list(dims)}, expected every width to be positive")
+    if dims[-1] != 1:
+        raise ValueError(
+            f"layer_dims: got output width {dims[-1]}, expected 1 (one sigmoid unit)"
+        )
+    return tuple(int(d) for d in dims)
+
+
+def keep_prob(value, n_hidden: int):
+    """One keep probability per hidden layer, each in (0, 1].
+
+    Returns a tuple of ``n_hidden`` floats; a traced value (inside ``vmap``) is
+    returned as a tuple of scalars without value checks."""
+    if not is_concrete(value):
+        value = jax.numpy.asarray(value)
+        if value.ndim == 0:
+            return (value,) * n_hidden
+        if value.shape != (n_hidden,):
+            raise ValueError(
+                f"keep_prob: got shape {value.shape}, expected () or ({n_hidden},) "
+                "(one per hidden layer)"
+            )
+        return tuple(value[i] for i in range(n_hidden))
+    try:
+        values = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"keep_prob: got {value!r}, expected a float or a sequence of floats") from None
+    if values.size == 1:
+        values = np.repeat(values, n_hidden)
+    if values.size != n_hidden:
+        raise ValueError(
+            f"keep_prob: got {values.size} values, expected 1 or {n_hidden} "
+            f"(one per hidden layer)"
+        )
+    if not np.all((values > 0) & (values <= 1)):
+        raise ValueError(
+            f"keep_prob: got {values.tolist()}, expected values in (0, 1] "
+            "(the probability of keeping a unit; 1 means no dropout)"
+        )
+    return tuple(float(v) for v in values)
+
+
+def lambd(value):
+    """The L2 strength: a finite number >= 0."""
+    if not is_concrete(value):
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"lambd: got {value!r}, expected a number >= 0") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"lambd: got {v}, expected a finite number >= 0")
+    return value
+
+
+def _shape(x, name: str) -> tuple[int, ...]:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise TypeError(f"{name}: got {type(x).__name__}, expected an array")
+    return tuple(shape)
+
+
+def features(X, name: str = "X"):
+    """``X`` of shape ``(n_x, m)``, finite."""
+    shape = _shape(X, name)
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"{name}: got shape {shape}, expected (n_x, m) with n_x, m >= 1")
+    if is_concrete(X):
+        bad = ~np.isfinite(np.asarray(X))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{name}: got {int(bad.sum())} NaN or infinite values (first at feature {i}, "
+                f"example {j}), expected finite numbers"
+            )
+    return X
+
+
+def labels(Y, name: str = "Y"):
+    """``Y`` of shape ``(1, m)`` holding only 0 and 1."""
+    shape = _shape(Y, name)
+    if len(shape) != 2 or shape[0] != 1:
+        raise ValueError(f"{name}: got shape {shape}, expected (1, m)")
+    if is_concrete(Y):
+        values = np.asarray(Y)
+        bad = (values != 0) & (values != 1)
+        if bad.any():
+            found = np.unique(values[bad])[:5].tolist()
+            raise ValueError(f"{name}: got labels {found}, expected only 0 and 1")
+    return Y
+
+
+def features_and_labels(X, Y, xname: str = "X", yname: str = "Y"):
+    """Both of the above, with the same number of examples ``m``."""
+    features(X, xname)
+    labels(Y, yname)
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(
+            f"{xname}, {yname}: got {X.shape[1]} and {Y.shape[1]} examples, expected the same m "
+            f"({xname} is (n_x, m), {yname} is (1, m))"
+        )
+    return X, Y
+
+
+def params(p, n_x: int | None = None) -> tuple[int, ...]:
+    """A parameter dict ``{"W1": (n1, n0), "b1": (n1, 1), ...}``; returns its layer_dims."""
+    if not isinstance(p, Mapping):
+        raise TypeError(f"params: got {type(p).__name__}, expected a dict of W1, b1, ...")
+    n_layers = sum(1 for k in p if isinstance(k, str) and k.startswith("W"))
+    expected = [f"{c}{l}" for l in range(1, n_layers + 1) for c in "Wb"]
+    missing = [k for k in expected if k not in p]
+    extra = sorted(str(k) for k in p if k not in expected)
+    if n_layers < 2 or missing or extra:
+        raise ValueError(
+            f"params: got keys {sorted(map(str, p))}, expected {expected or ['W1', 'b1', 'W2', 'b2']}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (unexpected {extra})" if extra else "")
+        )
+    dims = [_shape(p["W1"], "params['W1']")[-1]]
+    for l in range(1, n_layers + 1):
+        W = _shape(p[f"W{l}"], f"params['W{l}']")
+        b = _shape(p[f"b{l}"], f"params['b{l}']")
+        if len(W) != 2 or W[1] != dims[-1]:
+            raise ValueError(f"params['W{l}']: got shape {W}, expected ({W[0] if W else 'n'}, {dims[-1]})")
+        if b != (W[0], 1):
+            raise ValueError(f"params['b{l}']: got shape {b}, expected ({W[0]}, 1)")
+        dims.append(W[0])
+    if dims[-1] != 1:
+        raise ValueError(f"params['W{n_layers}']: got {dims[-1]} output units, expected 1")
+    if n_x is not None and dims[0] != n_x:
+        raise ValueError(
+            f"params['W1']: got shape {_shape(p['W1'], 'W1')}, expected ({dims[1]}, {n_x}) "
+            f"to match X with n_x = {n_x} features"
+        )
+    return tuple(dims)
