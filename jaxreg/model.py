@@ -158,6 +158,6 @@ def predict(params: dict, X) -> jax.Array:
 
 
 def accuracy(params: dict, X, Y) -> jax.Array:
-    """Fraction of the ``m`` examples predicted right (scalar)."""
+    """Fraction of the ``m`` examples predicted right (scalar, JAX's default float)."""
     validate.features_and_labels(X, Y)
-    return jnp.mean(predict(params, X) == Y)
+    return jnp.mean(predict(params, X) == Y, dtype=jnp.result_type(float))
