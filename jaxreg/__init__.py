@@ -1,7 +1,7 @@
 """jaxreg: L2 and inverted dropout for small deep networks, as pure JAX functions,
 checked against the textbook's hand-written NumPy backprop."""
 
-from jaxreg import reference
+from jaxreg import gradcheck, reference
 from jaxreg.model import (
     accuracy,
     dropout_masks,
@@ -11,15 +11,20 @@ from jaxreg.model import (
     predict,
     predict_proba,
 )
+from jaxreg.train import TrainResult, TrainingDiverged, train
 
 __all__ = [
+    "TrainResult",
+    "TrainingDiverged",
     "accuracy",
     "dropout_masks",
     "forward",
+    "gradcheck",
     "init_params",
     "loss",
     "predict",
     "predict_proba",
     "reference",
+    "train",
 ]
 __version__ = "0.1.0"

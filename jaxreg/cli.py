@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxreg.train import TrainingDiverged
+
 
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
@@ -63,6 +65,281 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxreg: interrupted", file=sys.stderr)
         return 130
+    except TrainingDiverged as err:
+        print(f"jaxreg: error: {err}", file=sys.stderr)
+        return 1
+
+
+# --- train and compare ---------------------------------------------------------------------------
+
+DEFAULT_HIDDEN = (20, 3)  # the reference network [n_x, 20, 3, 1]
+COMPARE_OUT = "out/compare.png"
+
+
+def _add_data_flags(p) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="PATH", help="a .npz, .mat or .csv file (see jaxreg.data)")
+    source.add_argument("--dataset", metavar="NAME", default="default",
+                        help="a built-in dataset: default, moons, circles, spiral (default: default)")
+    p.add_argument("--test-data", metavar="PATH", help="a second .csv as test set (with --data FILE.csv)")
+
+
+def _add_training_flags(p, *, regularization: bool = True) -> None:
+    """The flags `train`, `compare` and `sweep` share (defaults: the textbook's)."""
+    from jaxreg.train import INITS, MASK_SCHEDULES, OPTIMIZERS
+
+    p.add_argument("--layers", type=_ints, default=DEFAULT_HIDDEN, metavar="N1,N2,...",
+                   help="hidden widths (default 20,3)")
+    if regularization:
+        p.add_argument("--lambd", type=float, default=0.0, help="L2 strength (default 0)")
+        p.add_argument("--keep-prob", type=_floats, default=(1.0,), metavar="P[,P...]",
+                       help="probability of keeping a hidden unit, one value or one per hidden layer")
+    p.add_argument("--learning-rate", type=float, default=0.3, help="(default 0.3)")
+    p.add_argument("--iterations", type=int, default=30000, help="the run's total length (default 30000)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled weight decay of the weights, apart from --lambd (default 0)")
+    p.add_argument("--init", choices=INITS, default="he")
+    p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step")
+    p.add_argument("--seed", type=int, default=0, help="key for initialisation and dropout masks")
+    p.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    p.add_argument("--log-every", type=int, default=1000, help="record the cost every N iterations")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+
+
+def _dataset(args):
+    from jaxreg import data
+
+    if args.test_data and not args.data:
+        raise UsageError("jaxreg: --test-data goes with --data")
+    if args.data:
+        return data.load(args.data, test_path=args.test_data)
+    return data.make_dataset(args.dataset)
+
+
+def _set_precision(args) -> None:
+    if args.precision == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+def _training_options(args, **overrides) -> dict:
+    options = dict(
+        learning_rate=args.learning_rate, iterations=args.iterations, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
+        log_every=args.log_every,
+    )
+    if hasattr(args, "lambd"):
+        options.update(lambd=args.lambd, keep_prob=args.keep_prob)
+    return {**options, **overrides}
+
+
+class _Progress:
+    """A tqdm bar on an interactive stderr for runs longer than a second; else nothing."""
+
+    def __init__(self, total: int, quiet: bool, desc: str = "training"):
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="it", delay=1.0, file=sys.stderr, leave=False)
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fit(dataset, layer_dims, seed, progress, **options):
+    from jaxreg.train import train
+
+    try:
+        return train(dataset.X, dataset.Y, layer_dims, seed=seed, X_test=dataset.X_test,
+                     Y_test=dataset.Y_test, on_chunk=progress, **options)
+    finally:
+        progress.close()
+
+
+def _summary(result, seconds: float) -> dict:
+    return {
+        "train_accuracy": result.train_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "final_cost": result.final_cost,
+        "costs": [[int(i), float(c)] for i, c in zip(result.iterations, result.costs, strict=True)],
+        "clean_costs": [[int(i), float(c)] for i, c in zip(result.iterations, result.clean_costs, strict=True)],
+        "seconds": round(seconds, 3),
+    }
+
+
+def _boundary(result, dataset, resolution: int = 300) -> dict:
+    """Everything a decision-boundary plot needs, as plain arrays (first two features)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxreg.model import predict_proba
+
+    points = np.concatenate([dataset.X] + ([dataset.X_test] if dataset.X_test is not None else []), axis=1)
+    lo, hi = points[:2].min(axis=1), points[:2].max(axis=1)
+    pad = 0.05 * (hi - lo)
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.stack([xx.ravel(), yy.ravel()])
+    dtype = result.params["W1"].dtype
+    proba = np.asarray(predict_proba(result.params, jnp.asarray(grid, dtype))).reshape(xx.shape)
+    return {"xx": xx, "yy": yy, "proba": proba}
+
+
+def _write_figure(path, runs: dict, dataset) -> None:
+    from jaxreg import plotting
+    from jaxreg.checkpoint import atomic_write
+
+    if dataset.X.shape[0] != 2:
+        raise ValueError(f"--plot: the data has {dataset.X.shape[0]} features, expected 2 to draw boundaries")
+    panels = [
+        {"title": name, **_boundary(result, dataset), "iterations": result.iterations,
+         "costs": result.costs, "clean_costs": result.clean_costs,
+         "train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
+        for name, result in runs.items()
+    ]
+    points = (dataset.X, dataset.Y, dataset.X_test, dataset.Y_test)
+    atomic_write(path, plotting.compare_figure(panels, *points, title=dataset.name))
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one regularized network",
+                       description="Train one network and report its accuracies and cost history.")
+    _add_data_flags(p)
+    _add_training_flags(p)
+    p.add_argument("--save", metavar="PATH", help="write the trained parameters (.npz with W1, b1, ...)")
+    p.add_argument("--plot", metavar="PATH", help="write a figure: decision boundary and cost curve")
+    p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="iterations between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint up to --iterations")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    import json
+    import signal
+    import time
+
+    from jaxreg.checkpoint import save_params
+    from jaxreg.train import TrainingDiverged
+
+    _set_precision(args)
+    if (args.resume or args.checkpoint_every) and not args.checkpoint:
+        raise UsageError("jaxreg train: --resume and --checkpoint-every need --checkpoint PATH")
+    dataset = _dataset(args)
+    layer_dims = [dataset.X.shape[0], *args.layers, 1]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    start = time.perf_counter()
+    try:
+        result = _fit(dataset, layer_dims, args.seed, _Progress(args.iterations, args.json),
+                      checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                      resume=args.resume, **_training_options(args))
+    except TrainingDiverged as err:
+        kept = f"; the last finite state is in {args.checkpoint}" if args.checkpoint else ""
+        print(f"jaxreg: error: {err}{kept}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        kept = f"; the last complete checkpoint is kept in {args.checkpoint}" if args.checkpoint else ""
+        print(f"jaxreg: interrupted{kept}", file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - start
+    if args.save:
+        save_params(args.save, result.params)
+    if args.plot:
+        _write_figure(args.plot, {_run_name(result.config): result}, dataset)
+    if args.json:
+        report = {**_summary(result, seconds), "config": result.config.to_json(), "seed": args.seed,
+                  "data": dataset.name}
+        print(json.dumps(report))
+        return 0
+    c = result.config
+    print(f"{dataset.name}: layers {list(c.layer_dims)}, lambd {c.lambd}, keep_prob {list(c.keep_prob)}, "
+          f"{c.optimizer} lr {c.learning_rate}, {c.iterations} iterations, {c.dtype} ({seconds:.1f} s)")
+    for i, cost, clean in zip(result.iterations, result.costs, result.clean_costs, strict=True):
+        print(f"  cost after iteration {i:>6}: {cost:.6f}" + ("" if cost == clean else f"  (without dropout {clean:.6f})"))
+    test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+    print(f"final cost {result.final_cost:.6f} (full network, no dropout), "
+          f"train accuracy {result.train_accuracy:.4f}, test accuracy {test}")
+    for what, path in (("parameters", args.save), ("figure", args.plot)):
+        if path:
+            print(f"{what} written to {path}")
+    return 0
+
+
+def _run_name(config) -> str:
+    parts = [f"lambd {config.lambd:g}"] if config.lambd else []
+    if config.dropout:
+        parts.append("keep_prob " + ",".join(f"{p:g}" for p in config.keep_prob))
+    return ", ".join(parts) or "no regularization"
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="no regularization vs L2 vs dropout, side by side (the demo)",
+        description="Train the same network three ways (no regularization, L2, dropout) on the same data, "
+        "print their accuracies and write one figure with the decision boundaries and cost curves.")
+    _add_data_flags(p)
+    _add_training_flags(p, regularization=False)
+    p.add_argument("--lambd", type=float, default=0.7, help="L2 strength of the L2 run (default 0.7)")
+    p.add_argument("--keep-prob", type=_floats, default=(0.86,), metavar="P[,P...]",
+                   help="keep_prob of the dropout run (default 0.86)")
+    p.add_argument("--plot", metavar="PATH", default=COMPARE_OUT, help=f"the figure (default {COMPARE_OUT})")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args) -> int:
+    import json
+    import time
+
+    _set_precision(args)
+    dataset = _dataset(args)
+    layer_dims = [dataset.X.shape[0], *args.layers, 1]
+    regimes = {
+        "no regularization": {"lambd": 0.0, "keep_prob": 1.0},
+        f"L2, lambd {args.lambd:g}": {"lambd": args.lambd, "keep_prob": 1.0},
+        "dropout, keep_prob " + ",".join(f"{p:g}" for p in args.keep_prob): {
+            "lambd": 0.0, "keep_prob": args.keep_prob},
+    }
+    runs, seconds = {}, {}
+    for name, regime in regimes.items():
+        start = time.perf_counter()
+        runs[name] = _fit(dataset, layer_dims, args.seed, _Progress(args.iterations, args.json, name),
+                          **_training_options(args, **regime))
+        seconds[name] = time.perf_counter() - start
+    if dataset.X.shape[0] == 2:
+        _write_figure(args.plot, runs, dataset)
+    if args.json:
+        print(json.dumps({"data": dataset.name, "layer_dims": layer_dims, "seed": args.seed,
+                          "figure": args.plot if dataset.X.shape[0] == 2 else None,
+                          "runs": {name: {**_summary(r, seconds[name]), "config": r.config.to_json()}
+                                   for name, r in runs.items()}}))
+        return 0
+    print(f"{dataset.name}: {dataset.X.shape[1]} training examples"
+          + (f", {dataset.X_test.shape[1]} test examples" if dataset.X_test is not None else "")
+          + f"; layers {layer_dims}, lr {args.learning_rate}, {args.iterations} iterations, {args.precision}")
+    print(f"\n{'run':<28} {'train acc':>9} {'test acc':>9} {'final cost':>11} {'seconds':>8}")
+    for name, r in runs.items():
+        test = "n/a" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"
+        print(f"{name:<28} {r.train_accuracy:>9.4f} {test:>9} {r.final_cost:>11.6f} {seconds[name]:>8.2f}")
+    print("final cost: the full network's (L2 term included, no dropout) at the final parameters")
+    if dataset.X.shape[0] == 2:
+        print(f"\nfigure written to {args.plot}")
+    return 0
+
+
+COMMANDS.extend([add_train, add_compare])
 
 
 def add_gradcheck(sub) -> None:

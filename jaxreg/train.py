@@ -118,6 +118,7 @@ class TrainResult(NamedTuple):
     iterations: np.ndarray  # (k,) the logged iterations: 0, log_every, 2*log_every, ...
     costs: np.ndarray  # (k,) training cost at those iterations (with dropout where on)
     clean_costs: np.ndarray  # (k,) cost of the full network, without dropout, same iterations
+    final_cost: float  # cost of the full network (L2 included, no dropout) at the final parameters
     train_accuracy: float
     test_accuracy: float | None
     config: TrainConfig
@@ -334,19 +335,18 @@ def train(
             state, hyper, masks, Xj, Yj, program=program, n_steps=end - int(state.step)
         )
         costs = np.asarray(costs)
+        step0 = int(state.step)
+        if step0 % config.log_every == 0 and np.isfinite(costs[0]):
+            history["iterations"].append(step0)
+            history["costs"].append(float(costs[0]))
+            history["clean_costs"].append(float(clean))
         if not np.all(np.isfinite(costs)):
             bad = int(np.argmax(~np.isfinite(costs)))
-            diverged_at = int(state.step) + bad
             state = _replay(state, hyper, masks, Xj, Yj, program, bad)
             result = _result(state, history, config, X, Y, X_test, Y_test)
             if checkpoint is not None:
                 _save(checkpoint, state, meta, history)
-            raise TrainingDiverged(diverged_at, float(costs[bad]), result)
-        step0 = int(state.step)
-        if step0 % config.log_every == 0:
-            history["iterations"].append(step0)
-            history["costs"].append(float(costs[0]))
-            history["clean_costs"].append(float(clean))
+            raise TrainingDiverged(step0 + bad, float(costs[bad]), result)
         state = new_state
         if checkpoint is not None and (
             end == config.iterations or (checkpoint_every and end - last_saved >= checkpoint_every)
@@ -375,6 +375,7 @@ def _result(state, history, config, X, Y, X_test, Y_test) -> TrainResult:
         iterations=np.asarray(history["iterations"], np.int64),
         costs=np.asarray(history["costs"]),
         clean_costs=np.asarray(history["clean_costs"]),
+        final_cost=float(loss(params, *(jnp.asarray(a, params["W1"].dtype) for a in (X, Y)), lambd=config.lambd)),
         train_accuracy=exact_accuracy(params, X, Y),
         test_accuracy=None if X_test is None else exact_accuracy(params, X_test, Y_test),
         config=config,
