@@ -1,7 +1,7 @@
 """jaxreg: L2 and inverted dropout for small deep networks, as pure JAX functions,
 checked against the textbook's hand-written NumPy backprop."""
 
-from jaxreg import gradcheck, reference
+from jaxreg import data, gradcheck, reference
 from jaxreg.model import (
     accuracy,
     dropout_masks,
@@ -17,6 +17,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "accuracy",
+    "data",
     "dropout_masks",
     "forward",
     "gradcheck",

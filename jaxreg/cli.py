@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(err, file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"jaxreg: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -176,14 +176,14 @@ def _summary(result, seconds: float) -> dict:
 
 
 def _boundary(result, dataset, resolution: int = 300) -> dict:
-    """Everything a decision-boundary plot needs, as plain arrays (first two features)."""
+    """Everything a decision-boundary plot needs, as plain arrays: ``P(y=1)`` on a grid
+    over the training examples' first two features."""
     import jax.numpy as jnp
     import numpy as np
 
     from jaxreg.model import predict_proba
 
-    points = np.concatenate([dataset.X] + ([dataset.X_test] if dataset.X_test is not None else []), axis=1)
-    lo, hi = points[:2].min(axis=1), points[:2].max(axis=1)
+    lo, hi = dataset.X[:2].min(axis=1), dataset.X[:2].max(axis=1)
     pad = 0.05 * (hi - lo)
     gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
     gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
@@ -206,8 +206,7 @@ def _write_figure(path, runs: dict, dataset) -> None:
          "train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
         for name, result in runs.items()
     ]
-    points = (dataset.X, dataset.Y, dataset.X_test, dataset.Y_test)
-    atomic_write(path, plotting.compare_figure(panels, *points, title=dataset.name))
+    atomic_write(path, plotting.compare_figure(panels, dataset.X, dataset.Y, title=dataset.name))
 
 
 def _on_sigterm(signum, frame):
@@ -423,6 +422,229 @@ def run_gradcheck(args) -> int:
 
 
 COMMANDS.append(add_gradcheck)
+
+
+# --- sweep -----------------------------------------------------------------------------------------
+
+SWEEP_OUT = "out"
+
+
+def _seed_list(values: list[str]) -> list[int]:
+    """``--seeds N`` (seeds 0..N-1), ``--seeds A:B`` (A..B-1) or ``--seeds S1 S2 ...`` (those)."""
+    try:
+        if len(values) == 1 and ":" in values[0]:
+            start, stop = (int(v) for v in values[0].split(":"))
+            seeds = list(range(start, stop))
+        elif len(values) == 1:
+            count = int(values[0])
+            if count < 1:
+                raise ValueError(f"--seeds: got {count}, expected a count >= 1, A:B or a list of seeds")
+            seeds = list(range(count))
+        else:
+            seeds = [int(v) for v in values]
+    except ValueError as err:
+        if str(err).startswith("--seeds"):
+            raise
+        raise ValueError(f"--seeds: got {' '.join(values)}, expected a count N, A:B or integers") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: got {' '.join(values)}, expected distinct seeds >= 0 (A:B with A < B)")
+    return seeds
+
+
+def _kp_label(keep_prob) -> str:
+    return ",".join(f"{p:g}" for p in (keep_prob[:1] if len(set(keep_prob)) == 1 else keep_prob))
+
+
+def add_sweep(sub) -> None:
+    from jaxreg.train import INITS, MASK_SCHEDULES, OPTIMIZERS
+
+    p = sub.add_parser(
+        "sweep", help="train a grid of lambd x keep_prob x seeds at once (vmapped, sharded over devices)",
+        description="Train every lambd x keep_prob x seed configuration in one compiled, vmapped loop "
+        "(sharded over all devices; in chunks when the grid exceeds --memory-budget). Each member is the run "
+        "`jaxreg train --seed S` does alone. Prints mean ± std over seeds per configuration, names the best "
+        "by test accuracy and writes DIR/sweep.csv, DIR/sweep.json and DIR/sweep.png.")
+    _add_data_flags(p)
+    p.add_argument("--layers", type=_ints, default=DEFAULT_HIDDEN, metavar="N1,N2,...",
+                   help="hidden widths (default 20,3)")
+    p.add_argument("--lambd", type=float, nargs="+", default=[0.0], metavar="L",
+                   help="L2 strengths to try, separated by spaces (default 0)")
+    p.add_argument("--keep-prob", type=_floats, nargs="+", default=[(1.0,)], metavar="P[,P...]",
+                   help="keep probabilities to try, separated by spaces; 0.9,0.6 is one value per hidden "
+                   "layer (default 1)")
+    p.add_argument("--seeds", nargs="+", default=["1"], metavar="S",
+                   help="N: seeds 0..N-1; A:B: seeds A..B-1; or several seeds (default 1: seed 0)")
+    p.add_argument("--learning-rate", type=float, default=0.3, help="(default 0.3)")
+    p.add_argument("--iterations", type=int, default=30000, help="(default 30000)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (default 0)")
+    p.add_argument("--init", choices=INITS, default="he")
+    p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step")
+    p.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    p.add_argument("--log-every", type=int, default=1000, help="record the cost every N iterations")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="MiB",
+                   help="device memory per device for the grid; larger grids run in chunks "
+                   "(default: half the device's memory, 2048 where unknown)")
+    p.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                   help="also draw the best configuration's Monte Carlo dropout uncertainty from N "
+                   "samples (2-D data, keep_prob < 1) to DIR/sweep_uncertainty.png")
+    p.add_argument("--out", metavar="DIR", default=SWEEP_OUT, help=f"output folder (default {SWEEP_OUT})")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=run_sweep)
+
+
+def _sweep_table(result) -> list[str]:
+    has_test = result.test_accuracy is not None
+    lines = [f"{'lambd':>8} {'keep_prob':>10}  {'train accuracy':>17}  {'test accuracy':>17}  "
+             f"{'final cost':>19}"]
+    for row in result.summary():
+        test = (f"{row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f}" if has_test else "n/a")
+        cost = ("n/a" if row["final_cost_mean"] is None
+                else f"{row['final_cost_mean']:.5f} ± {row['final_cost_std']:.5f}")
+        note = f"  ({row['diverged']} of {row['seeds']} seeds diverged)" if row["diverged"] else ""
+        lines.append(f"{row['lambd']:>8g} {_kp_label(row['keep_prob']):>10}  "
+                     f"{row['train_accuracy_mean']:.4f} ± {row['train_accuracy_std']:.4f}  {test:>17}  "
+                     f"{cost:>19}{note}")
+    return lines
+
+
+def _sweep_figure(result, lambds, keep_probs, title: str) -> bytes:
+    import numpy as np
+
+    from jaxreg import plotting
+
+    rows = {(r["lambd"], tuple(r["keep_prob"])): r for r in result.summary()}
+
+    def grid(name):
+        if f"{name}_mean" not in next(iter(rows.values())):
+            return None, None
+        return tuple(np.array([[rows[lam, kp][f"{name}_{s}"] for lam in lambds] for kp in keep_probs],
+                              dtype=float) for s in ("mean", "std"))
+
+    (train_mean, train_std), (test_mean, test_std) = grid("train_accuracy"), grid("test_accuracy")
+    return plotting.sweep_figure(lambds, [_kp_label(kp) for kp in keep_probs], train_mean, train_std,
+                                 test_mean, test_std, title=title)
+
+
+def _uncertainty_figure(result, index: int, dataset, samples: int) -> bytes:
+    import jax
+    import numpy as np
+
+    from jaxreg import plotting
+    from jaxreg.uncertainty import predict_mc
+
+    member = result.member(index)
+    grid = _boundary(member, dataset, resolution=150)
+    points = np.stack([grid["xx"].ravel(), grid["yy"].ravel()])
+    mean, std = predict_mc(member.params, points, jax.random.key(int(result.seed[index])),
+                           member.config.keep_prob, samples=samples)
+    shape = grid["xx"].shape
+    c = member.config
+    title = (f"{dataset.name}: lambd {c.lambd:g}, keep_prob {_kp_label(c.keep_prob)}, seed "
+             f"{int(result.seed[index])}, {samples} dropout samples")
+    return plotting.uncertainty_figure(grid["xx"], grid["yy"], np.asarray(mean).reshape(shape),
+                                       np.asarray(std).reshape(shape), dataset.X, dataset.Y, title=title)
+
+
+def run_sweep(args) -> int:
+    import csv
+    import io
+    import json
+    import os
+    import time
+
+    from jaxreg.checkpoint import atomic_open, atomic_write
+    from jaxreg.sweep import sweep
+
+    seeds = _seed_list(args.seeds)
+    if args.memory_budget is not None and not args.memory_budget > 0:
+        raise ValueError(f"--memory-budget: got {args.memory_budget}, expected a number of MiB > 0")
+    if args.mc_samples < 0:
+        raise ValueError(f"--mc-samples: got {args.mc_samples}, expected an integer >= 0")
+    _set_precision(args)
+    dataset = _dataset(args)
+    layer_dims = [dataset.X.shape[0], *args.layers, 1]
+    options = dict(learning_rate=args.learning_rate, iterations=args.iterations, optimizer=args.optimizer,
+                   weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
+                   log_every=args.log_every)
+    budget = None if args.memory_budget is None else max(1, int(args.memory_budget * 2**20))
+    n_runs = len(args.lambd) * len(args.keep_prob) * len(seeds)
+    progress = _Progress(n_runs * args.iterations, args.json, "sweep")
+    start = time.perf_counter()
+    try:
+        result = sweep(dataset.X, dataset.Y, layer_dims, lambd=args.lambd, keep_prob=args.keep_prob,
+                       seeds=seeds, X_test=dataset.X_test, Y_test=dataset.Y_test, memory_budget=budget,
+                       on_progress=progress, **options)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+
+    records = result.records()
+    for record, i in zip(records, range(len(records)), strict=True):
+        logged = result.member(i)
+        record["costs"] = [[int(t), float(c)] for t, c in zip(logged.iterations, logged.costs, strict=True)]
+        record["clean_costs"] = [[int(t), float(c)]
+                                 for t, c in zip(logged.iterations, logged.clean_costs, strict=True)]
+    best = result.best()
+    lambds = list(dict.fromkeys(float(v) for v in result.lambd))
+    keep_probs = list(dict.fromkeys(result.keep_prob))
+    files = {name: os.path.join(args.out, f"sweep.{name}") for name in ("csv", "json", "png")}
+    report = {
+        "data": dataset.name, "layer_dims": layer_dims, "lambd": lambds,
+        "keep_prob": [list(kp) for kp in keep_probs], "seeds": seeds, "config": {**options},
+        "devices": result.n_devices, "chunks": result.n_chunks, "seconds": round(seconds, 3),
+        "metric": "test_accuracy" if result.test_accuracy is not None else "train_accuracy",
+        "best": best, "summary": result.summary(), "results": records, "files": files,
+    }
+    best_index = next(i for i in range(len(records)) if result.lambd[i] == best["lambd"]
+                      and list(result.keep_prob[i]) == best["keep_prob"])
+    uncertainty_note = None
+    if args.mc_samples:
+        if dataset.X.shape[0] != 2:
+            uncertainty_note = f"no uncertainty figure: the data has {dataset.X.shape[0]} features, not 2"
+        elif not result.configs[best_index].dropout:
+            uncertainty_note = "no uncertainty figure: the best configuration has no dropout (keep_prob 1)"
+        else:
+            files["uncertainty"] = os.path.join(args.out, "sweep_uncertainty.png")
+    title = (f"{dataset.name}: layers {layer_dims}, {args.iterations} iterations, "
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+
+    with atomic_open(files["csv"], "w", newline="") as f:
+        fields = ["lambd", "keep_prob", "seed", "train_accuracy", "test_accuracy", "final_cost",
+                  "diverged_at"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({**record, "keep_prob": ",".join(f"{p:g}" for p in record["keep_prob"])})
+    atomic_write(files["png"], _sweep_figure(result, lambds, keep_probs, title))
+    if "uncertainty" in files:
+        atomic_write(files["uncertainty"], _uncertainty_figure(result, best_index, dataset, args.mc_samples))
+    text = io.StringIO()
+    json.dump(report, text)
+    with atomic_open(files["json"], "w") as f:
+        f.write(text.getvalue())
+    if args.json:
+        print(text.getvalue())
+        return 0
+    test = f", {dataset.X_test.shape[1]} test" if dataset.X_test is not None else ""
+    print(f"{dataset.name} ({dataset.X.shape[1]} training examples{test}): layers {layer_dims}, "
+          f"{len(lambds)} lambd x {len(keep_probs)} keep_prob x {len(seeds)} seeds = {len(records)} runs, "
+          f"{args.iterations} iterations, {args.precision}, {result.n_devices} device(s)"
+          + (f", {result.n_chunks} chunks (memory budget)" if result.n_chunks > result.n_programs else "")
+          + f" ({seconds:.1f} s)")
+    print("mean ± std over seeds; final cost: the full network's (L2 included, no dropout)\n")
+    for line in _sweep_table(result):
+        print(line)
+    metric = report["metric"].replace("_", " ")
+    print(f"\nbest by {metric}: lambd {best['lambd']:g}, keep_prob {_kp_label(best['keep_prob'])} "
+          f"({best[report['metric'] + '_mean']:.4f} ± {best[report['metric'] + '_std']:.4f})")
+    if uncertainty_note:
+        print(uncertainty_note)
+    print("written: " + ", ".join(files.values()))
+    return 0
+
+
+COMMANDS.append(add_sweep)
 
 
 if __name__ == "__main__":

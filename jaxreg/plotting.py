@@ -5,6 +5,7 @@ bytes, which the caller writes atomically."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,23 +33,21 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _scatter(ax, X, Y, *, test: bool) -> None:
+def _scatter(ax, X, Y) -> None:
     for label, color in enumerate(CLASS_COLORS):
         pts = X[:, Y[0] == label]
-        if test:
-            ax.scatter(pts[0], pts[1], s=14, facecolors="none", edgecolors=color, linewidths=0.8)
-        else:
-            ax.scatter(pts[0], pts[1], s=14, c=color, edgecolors="white", linewidths=0.4)
+        ax.scatter(pts[0], pts[1], s=16, c=color, edgecolors="white", linewidths=0.4)
 
 
-def compare_figure(panels: list[dict], X, Y, X_test=None, Y_test=None, *, title: str = "") -> bytes:
+def compare_figure(panels: list[dict], X, Y, *, title: str = "") -> bytes:
     """Decision boundaries side by side over the data, and the cost curves below.
 
     Each panel is a dict with ``title``, ``xx``, ``yy`` (grid coordinates, ``(H, W)``),
     ``proba`` (``P(y=1)`` on the grid, ``(H, W)``), ``iterations``, ``costs``,
-    ``clean_costs`` (``(k,)``), ``train_accuracy`` and ``test_accuracy``. ``X`` is
-    ``(n_x, m)`` (the first two features are drawn), ``Y`` is ``(1, m)``; filled dots
-    are training examples, rings test examples."""
+    ``clean_costs`` (``(k,)``), ``train_accuracy`` and ``test_accuracy``. The training
+    examples ``X (n_x, m)`` (first two features), ``Y (1, m)`` are drawn over the
+    boundaries, as in the textbook; the test set only enters the accuracies (drawn
+    too, it would hide what the boundary does with the training points)."""
     plt = _pyplot()
     n = len(panels)
     fig = plt.figure(figsize=(4.6 * n, 8.2))
@@ -58,9 +57,7 @@ def compare_figure(panels: list[dict], X, Y, X_test=None, Y_test=None, *, title:
         ax.contourf(panel["xx"], panel["yy"], panel["proba"], levels=np.linspace(0, 1, 11),
                     cmap="RdBu", alpha=0.35, vmin=0, vmax=1)
         ax.contour(panel["xx"], panel["yy"], panel["proba"], levels=[0.5], colors="k", linewidths=1.2)
-        _scatter(ax, X, Y, test=False)
-        if X_test is not None:
-            _scatter(ax, X_test, Y_test, test=True)
+        _scatter(ax, X, Y)
         test = "n/a" if panel["test_accuracy"] is None else f"{panel['test_accuracy']:.3f}"
         ax.set_title(f"{panel['title']}\ntrain {panel['train_accuracy']:.3f}, test {test}", fontsize=10)
         ax.set_xlim(panel["xx"].min(), panel["xx"].max())
@@ -79,6 +76,111 @@ def compare_figure(panels: list[dict], X, Y, X_test=None, Y_test=None, *, title:
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9)
-    legend = "filled: training examples, rings: test examples; red: label 0, blue: label 1"
+    legend = "training examples (red: label 0, blue: label 1) over each run's decision boundary"
     fig.suptitle(f"{title}: {legend}" if title else legend, fontsize=10)
+    return _png(fig)
+
+
+def _label(x: float) -> str:
+    return f"{x:g}"
+
+
+def sweep_figure(
+    lambds: Sequence[float],
+    keep_probs: Sequence[str],
+    train_mean,
+    train_std,
+    test_mean=None,
+    test_std=None,
+    *,
+    title: str = "",
+) -> bytes:
+    """Accuracy against ``lambd`` (one colour per keep_prob; test solid, train dashed,
+    bars of one standard deviation over seeds) beside a heat map of the mean test
+    accuracy (train accuracy without a test set) over the grid, best cell outlined.
+
+    Arrays are ``(len(keep_probs), len(lambds))``; ``keep_probs`` are labels
+    (``"0.9"`` or ``"0.9,0.6"``). Returns the PNG file's bytes."""
+    plt = _pyplot()
+    lambds = np.asarray(lambds, float)
+    order = np.argsort(lambds, kind="stable")
+    lambds = lambds[order]
+
+    def grid(a):
+        return None if a is None else np.asarray(a, float).reshape(len(keep_probs), -1)[:, order]
+
+    train_mean, train_std, test_mean, test_std = map(grid, (train_mean, train_std, test_mean, test_std))
+    x = np.arange(len(lambds))  # evenly spaced: lambd grids are usually roughly geometric, with a 0
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(6.5 + 0.9 * len(lambds), 5.2), gridspec_kw={"width_ratios": [1.15, 1]}
+    )
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(keep_probs), 2)))
+    for r, kp in enumerate(keep_probs):
+        if test_mean is not None:
+            left.errorbar(x, test_mean[r], yerr=test_std[r], color=colors[r], marker="o", capsize=3,
+                          label=f"keep_prob {kp}")
+        left.errorbar(x, train_mean[r], yerr=train_std[r], color=colors[r], marker="o", mfc="white",
+                      linestyle="--", capsize=3, alpha=0.8,
+                      label=f"keep_prob {kp}" if test_mean is None else None)
+    left.plot([], [], color="gray", linestyle="-", marker="o", label="test")
+    left.plot([], [], color="gray", linestyle="--", marker="o", mfc="white", label="train")
+    left.set_xticks(x, [_label(v) for v in lambds])
+    left.set_xlabel("lambd (L2 strength)")
+    left.set_ylabel("accuracy")
+    left.set_title("accuracy (mean ± std over seeds)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize="small", loc="best")
+
+    shown = test_mean if test_mean is not None else train_mean
+    spread = test_std if test_mean is not None else train_std
+    image = right.imshow(shown, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=right, label=("test" if test_mean is not None else "train") + " accuracy")
+    right.set_xticks(x, [_label(v) for v in lambds])
+    right.set_yticks(np.arange(len(keep_probs)), list(keep_probs))
+    right.set_xlabel("lambd")
+    right.set_ylabel("keep_prob")
+    right.set_title(("test" if test_mean is not None else "train") + " accuracy (mean over seeds)")
+    low, high = np.nanmin(shown), np.nanmax(shown)
+    for r in range(shown.shape[0]):
+        for c in range(shown.shape[1]):
+            if np.isnan(shown[r, c]):
+                continue
+            light = high == low or (shown[r, c] - low) / (high - low) < 0.6  # dark cells: white text
+            right.text(c, r, f"{shown[r, c]:.3f}\n±{spread[r, c]:.3f}", ha="center", va="center",
+                       fontsize="small", color="white" if light else "black")
+    if np.isfinite(shown).any():
+        r, c = np.unravel_index(np.nanargmax(shown), shown.shape)
+        right.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def uncertainty_figure(xx, yy, mean, std, X, Y, *, title: str = "") -> bytes:
+    """Decision boundary beside the Monte Carlo dropout uncertainty on a 2-D grid.
+
+    ``xx``, ``yy``: the grid's coordinates ``(g1, g2)``; ``mean``, ``std``: the
+    predictive mean and standard deviation of ``P(y = 1)`` there, same shape;
+    ``X (2, m)``, ``Y (1, m)``: the points to draw. Returns the PNG file's bytes."""
+    plt = _pyplot()
+    X, Y = np.asarray(X), np.asarray(Y).reshape(-1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    filled = left.contourf(xx, yy, mean, levels=np.linspace(0, 1, 11), cmap="RdBu", alpha=0.5, vmin=0, vmax=1)
+    left.contour(xx, yy, mean, levels=[0.5], colors="black", linewidths=1.5)
+    fig.colorbar(filled, ax=left, label="predictive mean P(y = 1)")
+    left.set_title("decision boundary (mean = 0.5)")
+    spread = right.contourf(xx, yy, std, levels=12, cmap="Greys")
+    right.contour(xx, yy, mean, levels=[0.5], colors="black", linewidths=1, linestyles="--")
+    fig.colorbar(spread, ax=right, label="predictive std")
+    right.set_title("Monte Carlo dropout uncertainty")
+    for ax in (left, right):
+        _scatter(ax, X, Y[None], test=False)
+        ax.set_xlim(np.min(xx), np.max(xx))
+        ax.set_ylim(np.min(yy), np.max(yy))
+        ax.set_xlabel("x1")
+        ax.set_ylabel("x2")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return _png(fig)

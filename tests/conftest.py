@@ -1,25 +1,22 @@
 """Test-wide settings: float64 (exactness is checked to 1e-10 and tighter) and strict
 rank promotion, so a (m,) vs (1, m) slip fails loudly."""
 
-import os
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
 
+from jaxreg.data import DATA_ENV, course_data_dir
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
-
-DATA_DIR = Path(os.environ.get("JAXREG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def course_data():
     """The textbook's dataset as float64 ``(X (2, 211), Y (1, 211), X_test (2, 200), Y_test (1, 200))``."""
-    path = DATA_DIR / "data.npz"
+    path = course_data_dir() / "data.npz"
     if not path.exists():
-        pytest.skip(f"the textbook's dataset is absent: no {path} (set JAXREG_DATA to its folder)")
+        pytest.skip(f"the textbook's dataset is absent: no {path} (set {DATA_ENV} to its folder)")
     with np.load(path, allow_pickle=False) as d:
         return (
             d["X"].T.astype(np.float64),
