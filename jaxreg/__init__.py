@@ -11,7 +11,7 @@ from jaxreg.model import (
     predict,
     predict_proba,
 )
-from jaxreg.train import TrainResult, TrainingDiverged, train
+from jaxreg.train import TrainingDiverged, TrainResult, train
 
 __all__ = [
     "TrainResult",

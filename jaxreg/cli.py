@@ -267,7 +267,8 @@ def run_train(args) -> int:
     print(f"{dataset.name}: layers {list(c.layer_dims)}, lambd {c.lambd}, keep_prob {list(c.keep_prob)}, "
           f"{c.optimizer} lr {c.learning_rate}, {c.iterations} iterations, {c.dtype} ({seconds:.1f} s)")
     for i, cost, clean in zip(result.iterations, result.costs, result.clean_costs, strict=True):
-        print(f"  cost after iteration {i:>6}: {cost:.6f}" + ("" if cost == clean else f"  (without dropout {clean:.6f})"))
+        note = "" if cost == clean else f"  (without dropout {clean:.6f})"
+        print(f"  cost after iteration {i:>6}: {cost:.6f}{note}")
     test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
     print(f"final cost {result.final_cost:.6f} (full network, no dropout), "
           f"train accuracy {result.train_accuracy:.4f}, test accuracy {test}")
