@@ -1,7 +1,7 @@
 """jaxreg: L2 and inverted dropout for small deep networks, as pure JAX functions,
 checked against the textbook's hand-written NumPy backprop."""
 
-from jaxreg import data, gradcheck, reference
+from jaxreg import data, gradcheck, reference, sweep
 from jaxreg.model import (
     accuracy,
     dropout_masks,
@@ -12,6 +12,7 @@ from jaxreg.model import (
     predict_proba,
 )
 from jaxreg.train import TrainingDiverged, TrainResult, train
+from jaxreg.uncertainty import predict_mc
 
 __all__ = [
     "TrainResult",
@@ -24,8 +25,14 @@ __all__ = [
     "init_params",
     "loss",
     "predict",
+    "predict_mc",
+    "predict_mc",
     "predict_proba",
     "reference",
+    "sweep",
+    "sweep",
+    "SweepResult",
     "train",
+    "train_data_parallel",
 ]
 __version__ = "0.1.0"

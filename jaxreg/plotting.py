@@ -175,7 +175,8 @@ def uncertainty_figure(xx, yy, mean, std, X, Y, *, title: str = "") -> bytes:
     fig.colorbar(spread, ax=right, label="predictive std")
     right.set_title("Monte Carlo dropout uncertainty")
     for ax in (left, right):
-        _scatter(ax, X, Y[None], test=False)
+        for label, color in enumerate(CLASS_COLORS):
+            ax.scatter(X[0, Y == label], X[1, Y == label], s=16, c=color, edgecolors="white", linewidths=0.4)
         ax.set_xlim(np.min(xx), np.max(xx))
         ax.set_ylim(np.min(yy), np.max(yy))
         ax.set_xlabel("x1")

@@ -1,0 +1,444 @@
+"""Hyperparameter sweeps: a grid of ``lambd`` x ``keep_prob`` x seeds in one compiled loop.
+
+Every member is the run :func:`jaxreg.train.train` would do for that configuration
+alone (``key = jax.random.key(seed)``): the same initial state, masks and step code
+(:func:`jaxreg.train.run_chunk`), under ``jax.vmap`` over the configuration axis.
+Hyperparameter values are traced, so the whole grid compiles once per program
+(once with dropout, once without where the grid holds ``keep_prob = 1``).
+
+Scale-out is JAX's own SPMD: the configuration axis is sharded over a 1-D mesh of
+``jax.devices()`` (padded to a multiple of the device count), the data replicated;
+members never talk to each other, so a sharded sweep computes exactly what one
+device does. When the grid would not fit ``memory_budget`` (bytes per device) it
+runs in equal chunks of configurations, one after the other, with the same results.
+
+:func:`train_data_parallel` is the other axis: one model, examples sharded over the
+devices, parameters replicated, gradient sums reduced by XLA.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxreg import validate
+from jaxreg.model import loss
+from jaxreg.train import (
+    Program,
+    TrainConfig,
+    TrainResult,
+    TrainState,
+    chunk_ends,
+    exact_accuracy,
+    fixed_masks,
+    hyper_of,
+    init_state,
+    make_config,
+    run_chunk,
+    train,
+)
+from jaxreg.train import _replay as replay
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "SweepResult",
+    "sweep",
+    "member_bytes",
+    "default_memory_budget",
+    "train_data_parallel",
+]
+
+DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes per device where the device does not report its memory
+_AXIS = "config"
+
+
+class SweepResult(NamedTuple):
+    """A finished sweep: ``n`` members in grid order (``lambd`` slowest, seed fastest).
+
+    Per-member arrays have a leading axis of ``n``; histories are ``(n, k)`` at the
+    ``k`` logged iterations, NaN from a member's divergence on."""
+
+    lambd: np.ndarray  # (n,) float
+    keep_prob: tuple[tuple[float, ...], ...]  # n tuples, one value per hidden layer
+    seed: np.ndarray  # (n,) int
+    states: TrainState  # stacked final states (host arrays; key (n,) typed keys)
+    iterations: np.ndarray  # (k,) logged iterations: 0, log_every, ...
+    costs: np.ndarray  # (n, k) training cost (with dropout where on)
+    clean_costs: np.ndarray  # (n, k) cost of the full network, no dropout
+    final_cost: np.ndarray  # (n,) cost of the final parameters: full network, L2 included
+    train_accuracy: np.ndarray  # (n,)
+    test_accuracy: np.ndarray | None  # (n,), None without a test set
+    diverged_at: np.ndarray  # (n,) iteration whose cost was not finite, -1 where none
+    configs: tuple[TrainConfig, ...]  # (n,) each member's configuration
+    n_programs: int  # compiled programs: 2 where the grid mixes keep_prob 1 and dropout, else 1
+    n_chunks: int  # runs of a compiled program, one after the other: n_programs, more when memory-bound
+    n_devices: int  # devices the configuration axis was sharded over
+
+    @property
+    def params(self) -> dict:
+        """Stacked final parameters ``{"W<l>": (n, n_l, n_{l-1}), ...}``."""
+        return self.states.params
+
+    def member(self, i: int) -> TrainResult:
+        """Member ``i`` as the :class:`~jaxreg.train.TrainResult` that ``train`` returns
+        (for a diverged member: the one carried by ``TrainingDiverged.result``)."""
+        state = jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), self.states)
+        # A diverged member's history holds the logged iterations before its divergence, as train's does.
+        k = len(self.iterations) if self.diverged_at[i] < 0 else int(
+            np.searchsorted(self.iterations, self.diverged_at[i], side="left"))
+        return TrainResult(
+            params=state.params,
+            state=state,
+            iterations=self.iterations[:k],
+            costs=self.costs[i, :k],
+            clean_costs=self.clean_costs[i, :k],
+            final_cost=float(self.final_cost[i]),
+            train_accuracy=float(self.train_accuracy[i]),
+            test_accuracy=None if self.test_accuracy is None else float(self.test_accuracy[i]),
+            config=self.configs[i],
+        )
+
+    def records(self) -> list[dict]:
+        """One plain dict per member (JSON-ready): lambd, keep_prob, seed, accuracies, costs."""
+        rows = []
+        for i in range(len(self.seed)):
+            rows.append({
+                "lambd": float(self.lambd[i]),
+                "keep_prob": list(self.keep_prob[i]),
+                "seed": int(self.seed[i]),
+                "train_accuracy": float(self.train_accuracy[i]),
+                "test_accuracy": None if self.test_accuracy is None else float(self.test_accuracy[i]),
+                "final_cost": _number(self.final_cost[i]),
+                "diverged_at": None if self.diverged_at[i] < 0 else int(self.diverged_at[i]),
+            })
+        return rows
+
+    def summary(self) -> list[dict]:
+        """Mean and standard deviation over seeds, one dict per (lambd, keep_prob), grid order."""
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(self.lambd.tolist(), self.keep_prob, strict=True)):
+            groups.setdefault(key, []).append(i)
+        rows = []
+        for (lambd, keep_prob), idx in groups.items():
+            row = {"lambd": lambd, "keep_prob": list(keep_prob), "seeds": len(idx),
+                   "diverged": int(np.sum(self.diverged_at[idx] >= 0))}
+            for name in ("train_accuracy", "test_accuracy", "final_cost"):
+                values = getattr(self, name)
+                if values is None:
+                    continue
+                values = np.asarray(values)[idx]
+                row[f"{name}_mean"] = _number(np.mean(values))
+                row[f"{name}_std"] = _number(np.std(values))
+            rows.append(row)
+        return rows
+
+    def best(self) -> dict:
+        """The :meth:`summary` row with the highest mean test accuracy (train accuracy
+        without a test set); ties go to the smaller spread over seeds, then the larger
+        lambd, then the smaller keep_prob (the more regularized model), then grid order."""
+        metric = "test_accuracy" if self.test_accuracy is not None else "train_accuracy"
+        return max(self.summary(), key=lambda r: (r[f"{metric}_mean"], -r[f"{metric}_std"], r["lambd"],
+                                                  -sum(r["keep_prob"])))
+
+
+def _number(x) -> float | None:
+    """A float for JSON: None for NaN or infinity."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ----------------------------------------------------------------------------- grid checks
+
+
+def _grid_values(name: str, values) -> list:
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}: got an empty grid, expected at least one value")
+    return values
+
+
+def _seeds(seeds) -> list[int]:
+    """``seeds``: an int ``N`` (seeds 0..N-1) or a sequence of distinct ints >= 0."""
+    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds: got {seeds}, expected a count >= 1 or a list of seeds")
+        return list(range(int(seeds)))
+    values = _grid_values("seeds", seeds)
+    if not all(isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0 for s in values):
+        raise ValueError(f"seeds: got {values}, expected integers >= 0")
+    if len(set(values)) != len(values):
+        raise ValueError(f"seeds: got {values}, expected distinct seeds")
+    return [int(s) for s in values]
+
+
+def _distinct(name: str, values: list) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: got {values}, expected distinct values")
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def member_bytes(layer_dims: Sequence[int], m: int, *, dtype: str = "float32", optimizer: str = "sgd",
+                 n_steps: int = 1) -> int:
+    """A generous estimate of the device bytes one member of a sweep needs while training.
+
+    Parameters, gradients, updates and the new parameters (4 copies) plus the
+    optimizer's moments; per step the activations kept for the backward pass and
+    their gradients (about 6 numbers per unit and example), the masks (32 random
+    bits and a boolean per hidden unit and example) and the ``n_steps`` costs."""
+    dims = validate.layer_dims(layer_dims)
+    itemsize = np.dtype(dtype).itemsize
+    n_params = sum(dims[l] * dims[l - 1] + dims[l] for l in range(1, len(dims)))
+    moments = {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2)
+    units, hidden = sum(dims[1:]), sum(dims[1:-1])
+    return itemsize * ((4 + moments) * n_params + 6 * units * m + n_steps) + 5 * hidden * m
+
+
+def default_memory_budget(device=None) -> int:
+    """Half of ``device``'s memory where it reports it (GPUs, TPUs), else 2 GiB."""
+    device = device or jax.devices()[0]
+    try:
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+    except Exception:  # backends without memory statistics
+        limit = None
+    return int(limit) // 2 if limit else DEFAULT_MEMORY_BUDGET
+
+
+def _chunking(n: int, n_devices: int, per_device: int) -> tuple[int, int]:
+    """``(chunks, size)``: ``n`` members in equal chunks (one compilation) of ``size``, a
+    multiple of ``n_devices`` holding at most ``per_device`` members per device."""
+    n_chunks = math.ceil(n / (per_device * n_devices))
+    size = math.ceil(math.ceil(n / n_chunks) / n_devices) * n_devices
+    return n_chunks, size
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+@partial(jax.jit, static_argnames=("program", "n_steps", "mesh"))
+def _run_members(states, hyper, masks, X, Y, *, program: Program, n_steps: int, mesh: Mesh):
+    """:func:`run_chunk` for a stack of members (leading axis of states, hyper, masks).
+
+    ``shard_map`` over the configuration axis: each device runs its share of the
+    members, data replicated, no communication (members are independent)."""
+    run = jax.vmap(partial(run_chunk, program=program, n_steps=n_steps), in_axes=(0, 0, 0, None, None))
+    members = P(_AXIS)
+    return jax.shard_map(run, mesh=mesh, in_specs=(members, members, members, P(), P()),
+                         out_specs=members)(states, hyper, masks, X, Y)
+
+
+def _stack(trees: list):
+    """Stack pytrees along a new leading axis, on the host (no compilation per shape)."""
+    def stack(*leaves):
+        if jnp.issubdtype(leaves[0].dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(np.stack([jax.random.key_data(k) for k in leaves]))
+        return np.stack(leaves)
+
+    return jax.tree_util.tree_map(stack, *trees)
+
+
+def _take(tree, i):
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _host_state(state: TrainState) -> TrainState:
+    """The state's arrays on the host; the key (unchanged by training) is left out."""
+    return _to_host(state._replace(key=None))
+
+
+def _to_host(tree):
+    """Host NumPy copies of a (possibly sharded, possibly multi-host) pytree of arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)),
+                                      tree)
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def sweep(
+    X,
+    Y,
+    layer_dims: Sequence[int],
+    *,
+    lambd=(0.0,),
+    keep_prob=(1.0,),
+    seeds=1,
+    X_test=None,
+    Y_test=None,
+    memory_budget: int | None = None,
+    devices: Sequence | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> SweepResult:
+    """Train every ``lambd`` x ``keep_prob`` x seed configuration of the network ``layer_dims``.
+
+    ``lambd``: grid values (numbers >= 0); ``keep_prob``: grid values, each a float or
+    one value per hidden layer (a bare float is a one-value grid); ``seeds``: a count
+    ``N`` (seeds ``0..N-1``) or a list; each seed ``s`` runs with ``jax.random.key(s)``,
+    as ``train(seed=s)`` does. ``options`` are the other :class:`TrainConfig` fields,
+    shared by the grid. ``memory_budget``: bytes per device (default
+    :func:`default_memory_budget`); ``devices``: the devices to shard the
+    configuration axis over (default all of ``jax.devices()``).
+    ``on_progress(done, total)`` is called after each compiled chunk, counting
+    member-iterations. Diverging members do not stop the sweep: see ``diverged_at``."""
+    validate.features_and_labels(X, Y)
+    if X_test is not None or Y_test is not None:
+        validate.features_and_labels(X_test, Y_test, "X_test", "Y_test")
+        if X_test.shape[0] != X.shape[0]:
+            raise ValueError(f"X_test: got {X_test.shape[0]} features, expected {X.shape[0]} as in X")
+    for name in ("key", "seed"):
+        if name in options:
+            raise TypeError(f"{name}: not a sweep option, expected seeds=N or seeds=[s, ...]")
+    lambds = _grid_values("lambd", lambd)
+    seed_list = _seeds(seeds)
+    keep_probs = _grid_values("keep_prob", keep_prob)
+    n_x, m = X.shape
+    configs = [make_config(layer_dims, n_x=n_x, lambd=lam, keep_prob=kp, **options)
+               for lam in lambds for kp in keep_probs for _ in seed_list]
+    _distinct("lambd", [c.lambd for c in configs[:: len(keep_probs) * len(seed_list)]])
+    _distinct("keep_prob", [c.keep_prob for c in configs[: len(keep_probs) * len(seed_list): len(seed_list)]])
+    seed_of = np.tile(seed_list, len(lambds) * len(keep_probs))
+    n = len(configs)
+    base = configs[0]
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices: got none, expected at least one device")
+    if memory_budget is None:
+        memory_budget = default_memory_budget(devices[0])
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int | np.integer) \
+            or memory_budget < 1:
+        raise ValueError(f"memory_budget: got {memory_budget!r}, expected a number of bytes >= 1")
+
+    dtype = jnp.dtype(base.dtype)
+    Xj, Yj = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
+    keys = [jax.random.key(s) for s in seed_list]
+    # Initial states depend on the seed only (layer_dims, init, optimizer, dtype are shared).
+    initial = {s: init_state(base, k) for s, k in zip(seed_list, keys, strict=True)}
+    key_of = dict(zip(seed_list, keys, strict=True))
+
+    mesh = Mesh(np.asarray(devices), (_AXIS,))
+    by_config, replicated = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
+    Xd, Yd = jax.device_put(Xj, replicated), jax.device_put(Yj, replicated)
+    data_bytes = (Xj.size + Yj.size) * dtype.itemsize
+    per_member = member_bytes(base.layer_dims, m, dtype=base.dtype, optimizer=base.optimizer,
+                              n_steps=min(base.log_every, max(base.iterations, 1)))
+    per_device = max(1, (memory_budget - data_bytes) // per_member)
+
+    ends = chunk_ends(0, base.iterations, base.log_every)
+    iterations = np.asarray([0, *ends[:-1]], np.int64) if ends else np.zeros(0, np.int64)
+    k = len(iterations)
+    costs = np.full((n, k), np.nan)
+    clean_costs = np.full((n, k), np.nan)
+    diverged_at = np.full(n, -1, np.int64)
+    final_states: list = [None] * n
+    total, done = n * base.iterations, 0
+    n_chunks = 0
+
+    groups: dict[Program, list[int]] = {}
+    for i, config in enumerate(configs):  # one compiled program with dropout, one without
+        groups.setdefault(Program.of(config), []).append(i)
+    for program, members in groups.items():
+        chunks, size = _chunking(len(members), len(devices), per_device)
+        n_chunks += chunks
+        for c in range(chunks):
+            real = members[c * size: (c + 1) * size]
+            idx = real + [real[-1]] * (size - len(real))  # padding: copies of a real member, dropped
+            states = _stack([initial[int(seed_of[i])] for i in idx])
+            hyper = _stack([hyper_of(configs[i]) for i in idx])
+            masks = [fixed_masks(configs[i], key_of[int(seed_of[i])], m) for i in idx]
+            masks = None if masks[0] is None else _stack(masks)
+            states, hyper, masks = jax.device_put((states, hyper, masks), by_config)
+            alive = np.ones(len(real), bool)
+            for j, end in enumerate(ends):
+                step = iterations[j]
+                new_states, chunk_costs, clean = _run_members(
+                    states, hyper, masks, Xd, Yd, program=program, n_steps=int(end - step), mesh=mesh)
+                chunk_costs, clean = _to_host((chunk_costs, clean))
+                for r, i in enumerate(real):
+                    if not alive[r]:
+                        continue
+                    finite = np.isfinite(chunk_costs[r])
+                    if finite[0]:
+                        costs[i, j], clean_costs[i, j] = chunk_costs[r, 0], clean[r]
+                    if not finite.all():  # as train does: keep the last finite parameters
+                        bad = int(np.argmax(~finite))
+                        diverged_at[i] = int(step) + bad
+                        one = _take((states, hyper, masks), r)
+                        final_states[i] = _host_state(replay(*one, Xj, Yj, program, bad))
+                        alive[r] = False
+                states = new_states
+                done += len(real) * int(end - step)
+                if on_progress is not None:
+                    on_progress(done, total)
+            host = _host_state(states)
+            for r, i in enumerate(real):
+                if alive[r]:
+                    final_states[i] = _take(host, r)
+
+    stacked = jax.tree_util.tree_map(lambda *a: np.stack(a), *final_states)
+    stacked = stacked._replace(key=_stack([key_of[int(s)] for s in seed_of]))
+    train_acc, test_acc, final_cost = np.zeros(n), None if X_test is None else np.zeros(n), np.zeros(n)
+    for i in range(n):  # counted exactly as train does, one member at a time
+        params = {name: jnp.asarray(a[i]) for name, a in stacked.params.items()}
+        train_acc[i] = exact_accuracy(params, X, Y)
+        if test_acc is not None:
+            test_acc[i] = exact_accuracy(params, X_test, Y_test)
+        final_cost[i] = loss(params, Xj, Yj, lambd=configs[i].lambd)  # as train's final_cost
+    return SweepResult(
+        lambd=np.asarray([c.lambd for c in configs]),
+        keep_prob=tuple(c.keep_prob for c in configs),
+        seed=seed_of.astype(np.int64),
+        states=stacked,
+        iterations=iterations,
+        costs=costs,
+        clean_costs=clean_costs,
+        final_cost=final_cost,
+        train_accuracy=train_acc,
+        test_accuracy=test_acc,
+        diverged_at=diverged_at,
+        configs=tuple(configs),
+        n_programs=len(groups),
+        n_chunks=n_chunks,
+        n_devices=len(devices),
+    )
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+
+def train_data_parallel(X, Y, layer_dims: Sequence[int], *, devices: Sequence | None = None,
+                        **kwargs) -> TrainResult:
+    """:func:`jaxreg.train.train` with the examples sharded over ``devices`` (default all).
+
+    ``X``/``Y`` are split along ``m`` on a 1-D mesh, parameters stay replicated and XLA
+    reduces the gradient sums across devices: the same run as on one device up to the
+    order of floating-point sums. Masks come from keys, so they are the same values.
+    Arrays are split evenly only: with ``m`` not divisible by the device count the
+    largest count that divides ``m`` is used (with a warning). ``kwargs`` go to ``train``."""
+    validate.features_and_labels(X, Y)
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices: got none, expected at least one device")
+    m = X.shape[1]
+    used = max(d for d in range(1, len(devices) + 1) if m % d == 0)
+    if used < len(devices):
+        warnings.warn(f"train_data_parallel: m = {m} examples do not split evenly over {len(devices)} "
+                      f"devices; using {used}", stacklevel=2)
+    dtype = jnp.dtype(kwargs.get("dtype", TrainConfig.dtype))
+    by_example = NamedSharding(Mesh(np.asarray(devices[:used]), ("data",)), P(None, "data"))
+    Xs = jax.device_put(jnp.asarray(X, dtype), by_example)
+    Ys = jax.device_put(jnp.asarray(Y, dtype), by_example)
+    return train(Xs, Ys, layer_dims, **kwargs)
