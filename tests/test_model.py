@@ -40,9 +40,10 @@ def assert_matches_reference(params, X, Y, lambd, keep_prob, key):
     """jax.grad(jaxreg.loss) == reference.backward (1e-10) and the losses (1e-12), same masks."""
     dims = [X.shape[0]] + [params[f"W{l}"].shape[0] for l in range(1, len(params) // 2 + 1)]
     dropout = np.any(np.asarray(keep_prob) < 1)
-    masks = jaxreg.dropout_masks(key, dims, X.shape[1], keep_prob) if dropout else None
-    kw = dict(lambd=lambd, masks=masks, keep_prob=keep_prob)
-    J, grads = jax.value_and_grad(jaxreg.loss)(params, X, Y, **kw)
+    masks = jax.jit(jaxreg.dropout_masks, static_argnums=(1, 2))(key, tuple(dims), X.shape[1], keep_prob) \
+        if dropout else None
+    # one compiled call per network shape (eager op-by-op dispatch would compile every op apart)
+    J, grads = jax.jit(jax.value_and_grad(jaxreg.loss))(params, X, Y, lambd=lambd, masks=masks, keep_prob=keep_prob)
     np_params = {k: np.asarray(v) for k, v in params.items()}
     np_masks = None if masks is None else tuple(np.asarray(d) for d in masks)
     ref = reference.backward(np_params, X, Y, lambd=lambd, masks=np_masks, keep_prob=keep_prob)
