@@ -1,9 +1,7 @@
 """Checkpoints and atomic output files. Nothing here ever unpickles.
 
-* :func:`atomic_open` / :func:`atomic_write`: every output file of the project is
-  written to a temporary file in the target's folder, flushed, fsync'ed and renamed
-  over the target (then the folder is fsync'ed): a reader sees the old file or the
-  new one, never half of one. Missing parent folders are created.
+* :func:`atomic_open` / :func:`atomic_write` (from :mod:`jaxreg.files`): every output
+  file is written to a temporary file and renamed over the target.
 * :func:`save` / :func:`load`: a pytree of arrays (e.g. a training state: params,
   optax state, step, PRNG key) plus a JSON configuration, as ONE ``.npz`` file:
   entries ``leaf_0 .. leaf_{N-1}`` and ``jaxreg_meta`` (UTF-8 JSON as a uint8 array)
@@ -11,28 +9,24 @@
   configuration and a sha256 over all of it.
 * :func:`save_params` / :func:`load_params`: trained parameters as a plain ``.npz``
   (``W1, b1, ...``) that ``numpy.load`` reads.
-* :func:`load_npz`: read any ``.npz`` without pickle (also for data files).
+* :func:`load_npz` (from :mod:`jaxreg.files`): read any ``.npz`` without pickle.
 
 Every refusal is a :class:`CheckpointError` (a ``ValueError``) naming the file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import stat
-import tempfile
-import zipfile
-import zlib
 from collections.abc import Iterable, Mapping
 
 import jax
 import numpy as np
 
 from jaxreg import validate
+from jaxreg.files import UnreadableFile, atomic_open, atomic_write, load_npz
 
 __all__ = [
     "FORMAT",
@@ -51,172 +45,8 @@ FORMAT = "jaxreg-checkpoint"
 VERSION = 1
 _META = "jaxreg_meta"
 
-# Read once: os.umask can only be read by setting it, which is not thread-safe.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-class CheckpointError(ValueError):
+class CheckpointError(UnreadableFile):
     """A file refused on loading: not readable, damaged, unsafe or incompatible."""
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on a folder; the rename itself is done
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_open(path, mode: str = "wb", **open_kwargs):
-    """Open a temporary file that replaces ``path`` only when the ``with`` block succeeds.
-
-    ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` is given; other
-    keyword arguments go to ``open``). On any exception, ``KeyboardInterrupt``
-    included, the temporary file is removed and ``path`` is left as it was. The
-    new file keeps the old one's permissions, or gets the usual ``0o666 & ~umask``.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_open: got mode {mode!r}, expected 'wb' or 'w'")
-    if mode == "w":
-        open_kwargs.setdefault("encoding", "utf-8")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    try:
-        perms = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        perms = 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        try:
-            f = os.fdopen(fd, mode, **open_kwargs)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-        with f:
-            yield f
-            synced = not f.closed  # the caller may have closed it (some writers do)
-            if synced:
-                f.flush()
-                os.fsync(f.fileno())
-        if not synced:
-            _fsync_path(tmp)
-        os.chmod(tmp, perms)  # mkstemp creates the file 0o600
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave a temporary file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_path(name: str) -> None:
-    """fsync a closed file by name."""
-    fd = os.open(name, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, data) -> None:
-    """Write the bytes ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(
-            f"atomic_write: data got {type(data).__name__}, expected bytes "
-            "(for text, use atomic_open(path, 'w'))"
-        )
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
-# ----------------------------------------------------------------------------- reading .npz safely
-
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
-_NPY_MAGIC = b"\x93NUMPY"
-_PICKLE_MAGIC = b"\x80"  # pickle protocols 2 and later
-_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
-
-
-def _pickled(path: str, where: str) -> CheckpointError:
-    return CheckpointError(
-        f"{path}: {where} carries pickled Python objects; refused, since loading it could run code "
-        "(jaxreg files hold only plain arrays and JSON)"
-    )
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> np.ndarray:
-    """One ``.npy`` entry, refusing object (pickled) arrays before reading any data."""
-    name = info.filename
-    with zf.open(info) as fp:
-        version = np.lib.format.read_magic(fp)
-        if version in ((1, 0), (2, 0)):
-            reader = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
-            shape, _, dtype = reader(fp)
-            if dtype.hasobject:
-                raise _pickled(path, f"entry {name!r}")
-            expected = math.prod(shape) * dtype.itemsize
-            if info.file_size - fp.tell() < expected:
-                raise CheckpointError(
-                    f"{path}: entry {name!r} is truncated: its header promises {expected} bytes of data, "
-                    f"it holds {info.file_size - fp.tell()}"
-                )
-    with zf.open(info) as fp:
-        try:
-            return np.lib.format.read_array(fp, allow_pickle=False)
-        except ValueError as err:  # object arrays (header version 3) or a damaged header
-            raise CheckpointError(
-                f"{path}: entry {name!r} cannot be read without unpickling, or is damaged ({err}); refused"
-            ) from None
-
-
-def load_npz(path) -> dict[str, np.ndarray]:
-    """All arrays of the ``.npz`` file ``path``, by name, read with ``allow_pickle=False``.
-
-    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a
-    file that is not an ``.npz`` archive, is truncated or damaged, or holds pickled objects.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(len(_NPY_MAGIC))
-    if len(head) < len(_ZIP_MAGIC[0]) and _ZIP_MAGIC[0].startswith(head):
-        raise CheckpointError(f"{path}: truncated file ({len(head)} bytes), expected an .npz archive")
-    if head.startswith(_PICKLE_MAGIC):
-        raise _pickled(path, "the file")
-    if head.startswith(_NPY_MAGIC):
-        raise CheckpointError(f"{path}: holds a single .npy array, expected an .npz archive")
-    if not head.startswith(_ZIP_MAGIC):
-        raise CheckpointError(f"{path}: not an .npz archive (it does not start with a zip header)")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            arrays = {}
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    raise CheckpointError(
-                        f"{path}: entry {info.filename!r} is not an .npy array, expected only .npy entries"
-                    )
-                arrays[info.filename[: -len(".npy")]] = _read_member(zf, info, path)
-            return arrays
-    except _DAMAGED as err:
-        raise CheckpointError(f"{path}: truncated or corrupted .npz archive ({err})") from None
-    except ValueError as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"{path}: corrupted .npz entry ({err})") from None
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -379,7 +209,7 @@ def save(path, tree, config=None) -> None:
 def _read_checkpoint(path) -> tuple[dict, list]:
     """(metadata, decoded leaves) of a checked checkpoint file."""
     path = os.fspath(path)
-    entries = load_npz(path)
+    entries = load_npz(path, CheckpointError)
     if _META not in entries:
         raise CheckpointError(f"{path}: not a jaxreg checkpoint (it has no {_META!r} entry)")
     raw = entries.pop(_META)
@@ -528,7 +358,7 @@ def load_params(path) -> dict[str, np.ndarray]:
     Refuses (CheckpointError naming the file) anything but finite floating ``W1, b1, ...``
     of matching shapes, and pickled content."""
     path = os.fspath(path)
-    arrays = load_npz(path)
+    arrays = load_npz(path, CheckpointError)
     try:
         dims = validate.params(arrays)
     except ValueError as err:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import csv
 import os
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from jaxreg import validate
+from jaxreg.files import load_npz
 
 __all__ = [
     "DATASETS",
@@ -213,37 +213,10 @@ def _rows_to_columns(arrays: dict, keys: tuple[str, str], path: Path) -> tuple[n
 
 
 def _read_npz(path: Path) -> dict:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err):  # neither a zip archive nor a .npy array: numpy's last resort is pickle
-            raise ValueError(
-                f"{path}: not an .npz archive (numpy would unpickle it, which is refused: loading data "
-                "must never run code), expected an .npz archive of numeric arrays X and y"
-            ) from None
-        raise ValueError(f"{path}: not a readable .npz archive ({err})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable .npz archive ({err})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single .npy array, expected an .npz archive with keys X and y")
-    with archive:
-        _require_keys({k: None for k in archive.files}, path)
-        arrays = {}
-        for key in (*_KEYS, *_TEST_KEYS):
-            if key not in archive.files:
-                continue
-            try:
-                arrays[key] = archive[key]
-            except ValueError as err:
-                if "pickle" in str(err):
-                    raise ValueError(
-                        f"{path}: {key}: holds pickled Python objects (an object array), expected numbers "
-                        "(refused: loading data must never run code)"
-                    ) from None
-                raise ValueError(f"{path}: {key}: unreadable ({err})") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as err:
-                raise ValueError(f"{path}: {key}: unreadable ({err})") from None
-    return arrays
+    """The arrays ``X, y`` (and ``Xval, yval``) of an ``.npz``, read without unpickling."""
+    arrays = load_npz(path)
+    _require_keys(arrays, path)
+    return {key: arrays[key] for key in (*_KEYS, *_TEST_KEYS) if key in arrays}
 
 
 def _read_mat(path: Path) -> dict:

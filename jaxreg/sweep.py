@@ -10,8 +10,9 @@ Scale-out is JAX's own SPMD: the configuration axis is sharded over a 1-D mesh o
 ``jax.devices()`` (padded to a multiple of the device count), the data replicated;
 members never talk to each other, so a sharded sweep computes what one device
 does, up to float rounding (XLA compiles the per-device program apart and may sum
-in another order: differences of a few ulps, 4e-16 seen in float64). When the grid would not fit ``memory_budget`` (bytes per device) it
-runs in equal chunks of configurations, one after the other, with the same results.
+in another order: differences of a few ulps, 4e-16 seen in float64). When the
+grid would not fit ``memory_budget`` (bytes per device) it runs in equal chunks of
+configurations, one after the other, with the same results.
 
 :func:`train_data_parallel` is the other axis: one model, examples sharded over the
 devices, parameters replicated, gradient sums reduced by XLA.
