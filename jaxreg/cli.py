@@ -196,7 +196,7 @@ def _boundary(result, dataset, resolution: int = 300) -> dict:
 
 def _write_figure(path, runs: dict, dataset) -> None:
     from jaxreg import plotting
-    from jaxreg.checkpoint import atomic_write
+    from jaxreg.files import atomic_write
 
     if dataset.X.shape[0] != 2:
         raise ValueError(f"--plot: the data has {dataset.X.shape[0]} features, expected 2 to draw boundaries")
@@ -554,7 +554,7 @@ def run_sweep(args) -> int:
     import os
     import time
 
-    from jaxreg.checkpoint import atomic_open, atomic_write
+    from jaxreg.files import atomic_open, atomic_write
     from jaxreg.sweep import sweep
 
     seeds = _seed_list(args.seeds)
