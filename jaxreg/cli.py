@@ -84,7 +84,7 @@ def _add_data_flags(p) -> None:
     p.add_argument("--test-data", metavar="PATH", help="a second .csv as test set (with --data FILE.csv)")
 
 
-def _add_training_flags(p, *, regularization: bool = True) -> None:
+def _add_training_flags(p, *, regularization: bool = True, seed: bool = True) -> None:
     """The flags `train`, `compare` and `sweep` share (defaults: the textbook's)."""
     from jaxreg.train import INITS, MASK_SCHEDULES, OPTIMIZERS
 
@@ -101,7 +101,8 @@ def _add_training_flags(p, *, regularization: bool = True) -> None:
                    help="decoupled weight decay of the weights, apart from --lambd (default 0)")
     p.add_argument("--init", choices=INITS, default="he")
     p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step")
-    p.add_argument("--seed", type=int, default=0, help="key for initialisation and dropout masks")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="key for initialisation and dropout masks")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32")
     p.add_argument("--log-every", type=int, default=1000, help="record the cost every N iterations")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
@@ -125,13 +126,12 @@ def _set_precision(args) -> None:
 
 
 def _training_options(args, **overrides) -> dict:
+    """The TrainConfig options the shared flags give (the regularization is the caller's)."""
     options = dict(
         learning_rate=args.learning_rate, iterations=args.iterations, optimizer=args.optimizer,
         weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
         log_every=args.log_every,
     )
-    if hasattr(args, "lambd"):
-        options.update(lambd=args.lambd, keep_prob=args.keep_prob)
     return {**options, **overrides}
 
 
@@ -244,7 +244,7 @@ def run_train(args) -> int:
     try:
         result = _fit(dataset, layer_dims, args.seed, _Progress(args.iterations, args.json),
                       checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                      resume=args.resume, **_training_options(args))
+                      resume=args.resume, **_training_options(args, lambd=args.lambd, keep_prob=args.keep_prob))
     except TrainingDiverged as err:
         kept = f"; the last finite state is in {args.checkpoint}" if args.checkpoint else ""
         print(f"jaxreg: error: {err}{kept}", file=sys.stderr)
@@ -457,8 +457,6 @@ def _kp_label(keep_prob) -> str:
 
 
 def add_sweep(sub) -> None:
-    from jaxreg.train import INITS, MASK_SCHEDULES, OPTIMIZERS
-
     p = sub.add_parser(
         "sweep", help="train a grid of lambd x keep_prob x seeds at once (vmapped, sharded over devices)",
         description="Train every lambd x keep_prob x seed configuration in one compiled, vmapped loop "
@@ -466,8 +464,7 @@ def add_sweep(sub) -> None:
         "`jaxreg train --seed S` does alone. Prints mean ± std over seeds per configuration, names the best "
         "by test accuracy and writes DIR/sweep.csv, DIR/sweep.json and DIR/sweep.png.")
     _add_data_flags(p)
-    p.add_argument("--layers", type=_ints, default=DEFAULT_HIDDEN, metavar="N1,N2,...",
-                   help="hidden widths (default 20,3)")
+    _add_training_flags(p, regularization=False, seed=False)
     p.add_argument("--lambd", type=float, nargs="+", default=[0.0], metavar="L",
                    help="L2 strengths to try, separated by spaces (default 0)")
     p.add_argument("--keep-prob", type=_floats, nargs="+", default=[(1.0,)], metavar="P[,P...]",
@@ -475,14 +472,6 @@ def add_sweep(sub) -> None:
                    "layer (default 1)")
     p.add_argument("--seeds", nargs="+", default=["1"], metavar="S",
                    help="N: seeds 0..N-1; A:B: seeds A..B-1; or several seeds (default 1: seed 0)")
-    p.add_argument("--learning-rate", type=float, default=0.3, help="(default 0.3)")
-    p.add_argument("--iterations", type=int, default=30000, help="(default 30000)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (default 0)")
-    p.add_argument("--init", choices=INITS, default="he")
-    p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step")
-    p.add_argument("--precision", choices=("float32", "float64"), default="float32")
-    p.add_argument("--log-every", type=int, default=1000, help="record the cost every N iterations")
     p.add_argument("--memory-budget", type=float, default=None, metavar="MiB",
                    help="device memory per device for the grid; larger grids run in chunks "
                    "(default: half the device's memory, 2048 where unknown)")
@@ -490,7 +479,6 @@ def add_sweep(sub) -> None:
                    help="also draw the best configuration's Monte Carlo dropout uncertainty from N "
                    "samples (2-D data, keep_prob < 1) to DIR/sweep_uncertainty.png")
     p.add_argument("--out", metavar="DIR", default=SWEEP_OUT, help=f"output folder (default {SWEEP_OUT})")
-    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=run_sweep)
 
 
@@ -565,9 +553,7 @@ def run_sweep(args) -> int:
     _set_precision(args)
     dataset = _dataset(args)
     layer_dims = [dataset.X.shape[0], *args.layers, 1]
-    options = dict(learning_rate=args.learning_rate, iterations=args.iterations, optimizer=args.optimizer,
-                   weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
-                   log_every=args.log_every)
+    options = _training_options(args)
     budget = None if args.memory_budget is None else max(1, int(args.memory_budget * 2**20))
     n_runs = len(args.lambd) * len(args.keep_prob) * len(seeds)
     progress = _Progress(n_runs * args.iterations, args.json, "sweep")
