@@ -349,14 +349,30 @@ def test_builtin_shapes_balance_determinism(name):
         assert not np.array_equal(a, c)
 
 
-def test_default_is_a_line_plus_label_noise():
-    """Labels say on which side of x2 = x1 / 2 a point lies, with a fraction `noise` of them flipped."""
+def _default_truth(X):
+    """The default dataset's true labels (1 above ``x2 = 0.4 x1 + 0.25 sin(2 x1)``) and each
+    point's distance to that line (to first order: the vertical gap over the slope's norm)."""
+    g = 0.4 * X[0] + 0.25 * np.sin(2 * X[0])
+    slope = 0.4 + 0.5 * np.cos(2 * X[0])
+    return X[1] > g, np.abs(X[1] - g) / np.hypot(1.0, slope)
+
+
+def test_default_is_a_curved_boundary_plus_strays_near_it():
+    """Points on the pitch [-1, 1] x [-0.5, 0.5], labelled by the side of a gently curved line;
+    a fraction `noise` of each class is flipped, chosen near the line rather than uniformly."""
     clean = make_dataset("default", seed=5, noise=0.0)
-    np.testing.assert_array_equal(clean.Y[0], clean.X[1] > clean.X[0] / 2)
-    for noise in (0.1, 0.2):
+    for X, Y in ((clean.X, clean.Y), (clean.X_test, clean.Y_test)):
+        assert np.abs(X[0]).max() <= 1.0 and np.abs(X[1]).max() <= 0.5
+        np.testing.assert_array_equal(Y[0], _default_truth(X)[0])
+    for noise in (0.1, 0.14):
         ds = make_dataset("default", seed=5, noise=noise)
         for X, Y in ((ds.X, ds.Y), (ds.X_test, ds.Y_test)):
-            assert np.mean(Y[0] != (X[1] > X[0] / 2)) == pytest.approx(noise)
+            truth, distance = _default_truth(X)
+            stray = Y[0] != truth
+            for label in (0, 1):  # the same fraction of each class: the balance is kept
+                assert np.mean(stray[truth == label]) == pytest.approx(noise)
+            # Uniform flips would put strays as far from the line as any point, on average.
+            assert distance[stray].mean() < 0.85 * distance.mean()
 
 
 def test_builtin_options():
