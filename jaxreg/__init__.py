@@ -26,13 +26,9 @@ __all__ = [
     "loss",
     "predict",
     "predict_mc",
-    "predict_mc",
     "predict_proba",
     "reference",
     "sweep",
-    "sweep",
-    "SweepResult",
     "train",
-    "train_data_parallel",
 ]
 __version__ = "0.1.0"

@@ -17,10 +17,12 @@ before tracing (see :mod:`jaxreg.validate`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxreg import validate
@@ -65,32 +67,132 @@ def init_params(key, layer_dims: Sequence[int], scheme: str = "he", dtype=None) 
     return params
 
 
+# Mask bits: Threefry-2x32 with 20 rounds (Salmon et al., "Parallel random numbers: as easy as
+# 1, 2, 3", SC 2011, the hash behind jax.random's default keys) in counter mode.
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_THREEFRY_PARITY = 0x1BD11BDA
+_LANE_BITS = 16  # random bits per mask entry: keep rates are exact to 2**-16
+_LANES = 32 // _LANE_BITS  # mask entries per 32-bit word
+
+
+def _threefry2x32(k0, k1, x0, x1):
+    """The Threefry-2x32 block ``(x0, x1) -> (y0, y1)`` under the key ``(k0, k1)`` (uint32,
+    broadcasting). Bit for bit what jax's ``threefry2x32`` primitive computes, written
+    out unrolled: XLA fuses it into one vectorised elementwise kernel, where the
+    primitive's CPU lowering is a rolled loop of several kernels per call."""
+    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(_THREEFRY_PARITY))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in _THREEFRY_ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x0, x1
+
+
+def _key_words(key) -> tuple[jax.Array, jax.Array]:
+    """Two uint32 words from a key (typed or legacy ``uint32[2]``); the words of keys with
+    more data (``rbg``: four) are folded in by hashing, so any key works."""
+    data = jnp.ravel(jax.random.key_data(key)).astype(jnp.uint32)
+    k0, k1 = data[0], data[1]
+    for j in range(2, data.shape[0], 2):
+        k0, k1 = _threefry2x32(k0, k1, data[j], data[j + 1] if j + 1 < data.shape[0] else jnp.uint32(0))
+    return k0, k1
+
+
+def _words(key_words, streams: np.ndarray, rows: np.ndarray, cols: int) -> jax.Array:
+    """Random words, uint32 ``(len(rows), cols)``: row ``k`` holds the words ``(rows[k], j)``
+    of stream ``streams[k]``, word ``(s, j)`` of a stream being the first output of Threefry
+    block ``(stream, s * cols + j)``. Rows of several streams are drawn in one kernel.
+
+    One word per block: XLA's CPU backend has no multi-output fusion, so a kernel that
+    wrote both outputs of a block would be split in two, each hashing the block again."""
+    if rows.size and (int(rows.max()) + 1) * cols > 2**32:
+        raise ValueError(
+            f"shape: got {2 * (int(rows.max()) + 1)} x {cols} mask entries, expected at most 2**33 per mask "
+            "(a stream has 2**32 Threefry blocks)"
+        )
+    counter = jnp.asarray(rows[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
+    return _threefry2x32(key_words[0], key_words[1], jnp.asarray(streams[:, None], jnp.uint32), counter)[0]
+
+
+def _from_words(words: jax.Array, rows: int, keep_prob) -> jax.Array:
+    """Boolean ``(rows, cols)`` from :func:`_words`: entry ``(r, j)`` is True where the
+    16-bit half ``r % 2`` (0: the low bits) of word ``(r // 2, j)`` is below
+    ``floor(keep_prob * 2**16)``, so with probability ``floor(keep_prob * 2**16) / 2**16``.
+    Rows share words, not columns: a kernel reading the mask row by row then loads
+    contiguous words and shifts them all alike, which vectorises."""
+    p = jnp.asarray(keep_prob)
+    threshold = jnp.clip(jnp.floor(p * 2.0**_LANE_BITS), 0, 2**_LANE_BITS).astype(jnp.uint32)
+    half_rows, cols = words.shape
+    repeated = jnp.broadcast_to(words[:, None, :], (half_rows, _LANES, cols))
+    repeated = repeated.reshape(half_rows * _LANES, cols)
+    shift = (jax.lax.iota(jnp.uint32, rows)[:, None] % _LANES) * _LANE_BITS
+    return ((repeated[:rows] >> shift) & (2**_LANE_BITS - 1)) < threshold
+
+
+def _draws(keep_prob) -> bool:
+    """False for a concrete keep_prob of 1: nothing is dropped, no bits are drawn."""
+    return not (validate.is_concrete(keep_prob) and float(keep_prob) == 1.0)
+
+
 def keep_mask(key, shape: tuple[int, ...], keep_prob) -> jax.Array:
     """Boolean mask of ``shape``, each entry True with probability ``keep_prob``.
 
-    Draws raw 32-bit words and compares them with ``keep_prob * 2**32``: no
-    conversion to floats, and the keep rate is exact to 2**-32. A concrete
-    ``keep_prob == 1`` draws nothing; a traced one gives the same mask as the
-    concrete value would."""
-    if validate.is_concrete(keep_prob) and float(keep_prob) == 1.0:
+    Each entry compares 16 random bits (Threefry-2x32 in counter mode) with
+    ``floor(keep_prob * 2**16)``: no conversion to floats, and the keep rate is exact
+    to 2**-16. A concrete ``keep_prob == 1`` draws nothing; a traced one gives the same
+    mask as the concrete value would."""
+    shape = tuple(shape)
+    if not _draws(keep_prob):
         return jnp.ones(shape, bool)
-    p = jnp.asarray(keep_prob)
-    # The largest float32 below 2**32 keeps the cast in range; p == 1 is handled apart.
-    threshold = jnp.clip(jnp.floor(p * 2.0**32), 0, 4294967040.0).astype(jnp.uint32)
-    return (jax.random.bits(key, shape, jnp.uint32) < threshold) | (p >= 1)
+    rows, cols = math.prod(shape[:-1]), (shape[-1] if shape else 1)
+    half_rows = np.arange(-(-rows // _LANES))
+    words = _words(_key_words(key), np.zeros_like(half_rows), half_rows, cols)
+    return _from_words(words, rows, keep_prob).reshape(shape)
+
+
+def _mask_words(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
+    """All the random words of :func:`dropout_masks`, uint32 ``(R, m)``: for each hidden layer
+    ``i`` that draws (all but those with a concrete ``keep_prob`` of 1), in turn, the
+    ``ceil(n_i / 2)`` rows of its words, stream ``i`` of ``key`` (see :func:`_words`); None
+    when no layer draws. One kernel draws them all; apart from :func:`_masks_from_words`,
+    a training loop can draw many steps' words in one vectorised call."""
+    dims = validate.layer_dims(layer_dims)
+    kps = validate.keep_prob(keep_prob, len(dims) - 2)
+    hidden = zip(dims[1:-1], kps, strict=True)
+    layers = [(i, -(-n // _LANES)) for i, (n, kp) in enumerate(hidden) if _draws(kp)]
+    if not layers:
+        return None
+    streams = np.concatenate([np.full(h, i) for i, h in layers])
+    rows = np.concatenate([np.arange(h) for _, h in layers])
+    return _words(_key_words(key), streams, rows, m)
+
+
+def _masks_from_words(words, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
+    """The masks of :func:`dropout_masks` from :func:`_mask_words`."""
+    dims = validate.layer_dims(layer_dims)
+    kps = validate.keep_prob(keep_prob, len(dims) - 2)
+    masks, row = [], 0
+    for n, kp in zip(dims[1:-1], kps, strict=True):
+        if _draws(kp):
+            half_rows = -(-n // _LANES)
+            masks.append(_from_words(words[row: row + half_rows], n, kp))
+            row += half_rows
+        else:
+            masks.append(jnp.ones((n, m), bool))
+    return tuple(masks)
 
 
 def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
     """One boolean ``(n_l, m)`` mask per hidden layer, True where a unit is kept.
 
-    ``keep_prob`` is a float or one value per hidden layer. Layer ``l`` draws from
-    the ``l``-th of ``jax.random.split(key, n_hidden)``: the same key gives the same
-    masks, always."""
-    dims = validate.layer_dims(layer_dims)
-    hidden = dims[1:-1]
-    kps = validate.keep_prob(keep_prob, len(hidden))
-    keys = jax.random.split(key, len(hidden))
-    return tuple(keep_mask(keys[i], (n, m), kp) for i, (n, kp) in enumerate(zip(hidden, kps, strict=True)))
+    ``keep_prob`` is a float or one value per hidden layer. Hidden layer ``i`` (from 0)
+    draws from stream ``i`` of ``key`` (16 bits per entry, see :func:`keep_mask`): the
+    same key gives the same masks, always, and a layer's mask does not depend on the
+    other layers' ``keep_prob``."""
+    return _masks_from_words(_mask_words(key, layer_dims, m, keep_prob), layer_dims, m, keep_prob)
 
 
 def _check_masks(masks, dims: tuple[int, ...], m: int) -> None:

@@ -199,13 +199,15 @@ def member_bytes(layer_dims: Sequence[int], m: int, *, dtype: str = "float32", o
     Parameters, gradients, updates and the new parameters (4 copies) plus the
     optimizer's moments; per step the activations kept for the backward pass and
     their gradients (about 6 numbers per unit and example), the masks (32 random
-    bits and a boolean per hidden unit and example) and the ``n_steps`` costs."""
+    bits and a boolean per hidden unit and example), the block of random words that
+    ``run_chunk`` draws ahead for per-step masks (at most 1 MiB) and the ``n_steps`` costs."""
     dims = validate.layer_dims(layer_dims)
     itemsize = np.dtype(dtype).itemsize
     n_params = sum(dims[l] * dims[l - 1] + dims[l] for l in range(1, len(dims)))
     moments = {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2)
     units, hidden = sum(dims[1:]), sum(dims[1:-1])
-    return itemsize * ((4 + moments) * n_params + 6 * units * m + n_steps) + 5 * hidden * m
+    mask_words = min(2**20, 4 * hidden * m * max(n_steps, 1)) if hidden else 0
+    return itemsize * ((4 + moments) * n_params + 6 * units * m + n_steps) + 5 * hidden * m + mask_words
 
 
 def default_memory_budget(device=None) -> int:

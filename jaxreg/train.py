@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from jaxreg import reference, validate
-from jaxreg.model import dropout_masks, init_params, loss, predict
+from jaxreg.model import _mask_words, _masks_from_words, dropout_masks, init_params, loss, predict
 
 __all__ = [
     "OPTIMIZERS",
@@ -188,7 +188,7 @@ def fixed_masks(config: TrainConfig, key, m: int):
 
 @partial(jax.jit, static_argnames=("program", "n_steps"))
 def run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program, n_steps: int):
-    """``n_steps`` updates from ``state`` in one ``lax.scan``.
+    """``n_steps`` updates from ``state``, compiled as ``lax.scan`` loops.
 
     Returns ``(state, costs (n_steps,), clean_cost)``: the training cost of each step
     (computed before its update, as the textbook prints it) and the cost of the
@@ -200,23 +200,50 @@ def run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program,
     mask_key = jax.random.split(state.key)[1]
     m = X.shape[1]
 
-    def step(carry, t):
+    def step(carry, step_masks):
         params, opt_state = carry
-        if not program.dropout:
-            step_masks = None
-        elif masks is None:
-            step_masks = dropout_masks(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
-        else:
-            step_masks = masks
         cost, grads = jax.value_and_grad(loss)(
             params, X, Y, lambd=hyper.lambd, masks=step_masks, keep_prob=keep_prob
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), cost
 
+    def words(t):  # the random words of step t's masks, dropout_masks(fold_in(mask_key, t), ...)
+        return _mask_words(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
+
+    def per_step(carry, step_words):
+        return step(carry, _masks_from_words(step_words, program.layer_dims, m, keep_prob))
+
+    def blocks(carry, start, n_blocks: int, size: int):
+        # Per-step masks: each block's words are drawn in one vectorised call (a few large
+        # kernels instead of a few small ones per step); each step builds its masks from its
+        # words, exactly those of dropout_masks(fold_in(mask_key, t), ...).
+        def block(carry, b):
+            block_words = jax.vmap(words)(start + b * size + jnp.arange(size, dtype=jnp.int32))
+            # Index the block by step inside the loop rather than scanning over it: under a
+            # sweep's vmap the scanned axis would not lead, and the block would be transposed.
+            return jax.lax.scan(lambda c, i: per_step(c, block_words[i]), carry,
+                                jnp.arange(size))
+
+        carry, costs = jax.lax.scan(block, carry, jnp.arange(n_blocks))
+        return carry, costs.reshape(n_blocks * size)
+
     clean_cost = loss(state.params, X, Y, lambd=hyper.lambd)
-    steps = state.step + jnp.arange(n_steps, dtype=jnp.int32)
-    (params, opt_state), costs = jax.lax.scan(step, (state.params, state.opt_state), steps)
+    carry = (state.params, state.opt_state)
+    if not program.dropout or masks is not None:
+        fixed = masks if program.dropout else None
+        carry, costs = jax.lax.scan(lambda c, _: step(c, fixed), carry, length=n_steps)
+    else:
+        # Steps per block: the block's words within about 1 MiB (two bytes per mask entry).
+        # A divisor of n_steps if one is near, else a remainder block (one more trace of the step).
+        per_step_bytes = 4 * sum(-(-n // 2) for n in program.layer_dims[1:-1]) * m
+        size = max(1, min(n_steps, 2**20 // per_step_bytes))
+        size = next((d for d in range(size, (size + 3) // 4 - 1, -1) if n_steps % d == 0), size)
+        carry, costs = blocks(carry, state.step, n_steps // size, size)
+        if n_steps % size:
+            carry, rest = blocks(carry, state.step + n_steps - n_steps % size, 1, n_steps % size)
+            costs = jnp.concatenate([costs, rest])
+    params, opt_state = carry
     return TrainState(params, opt_state, state.key, state.step + n_steps), costs, clean_cost
 
 
