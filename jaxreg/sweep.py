@@ -33,14 +33,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxreg import validate
-from jaxreg.model import loss
 from jaxreg.train import (
     Program,
     TrainConfig,
     TrainResult,
     TrainState,
     chunk_ends,
-    exact_accuracy,
+    evaluate,
     fixed_masks,
     hyper_of,
     init_state,
@@ -298,11 +297,7 @@ def sweep(
     configuration axis over (default all of ``jax.devices()``).
     ``on_progress(done, total)`` is called after each compiled chunk, counting
     member-iterations. Diverging members do not stop the sweep: see ``diverged_at``."""
-    validate.features_and_labels(X, Y)
-    if X_test is not None or Y_test is not None:
-        validate.features_and_labels(X_test, Y_test, "X_test", "Y_test")
-        if X_test.shape[0] != X.shape[0]:
-            raise ValueError(f"X_test: got {X_test.shape[0]} features, expected {X.shape[0]} as in X")
+    validate.train_and_test(X, Y, X_test, Y_test)
     for name in ("key", "seed"):
         if name in options:
             raise TypeError(f"{name}: not a sweep option, expected seeds=N or seeds=[s, ...]")
@@ -395,12 +390,11 @@ def sweep(
     stacked = jax.tree_util.tree_map(lambda *a: np.stack(a), *final_states)
     stacked = stacked._replace(key=_stack([key_of[int(s)] for s in seed_of]))
     train_acc, test_acc, final_cost = np.zeros(n), None if X_test is None else np.zeros(n), np.zeros(n)
-    for i in range(n):  # counted exactly as train does, one member at a time
+    for i in range(n):  # as train does, one member at a time
         params = {name: jnp.asarray(a[i]) for name, a in stacked.params.items()}
-        train_acc[i] = exact_accuracy(params, X, Y)
+        final_cost[i], train_acc[i], test = evaluate(params, configs[i].lambd, X, Y, X_test, Y_test)
         if test_acc is not None:
-            test_acc[i] = exact_accuracy(params, X_test, Y_test)
-        final_cost[i] = loss(params, Xj, Yj, lambd=configs[i].lambd)  # as train's final_cost
+            test_acc[i] = test
     return SweepResult(
         lambd=np.asarray([c.lambd for c in configs]),
         keep_prob=tuple(c.keep_prob for c in configs),

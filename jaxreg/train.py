@@ -44,6 +44,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "make_optimizer",
+    "evaluate",
     "init_state",
     "run_chunk",
     "train",
@@ -330,14 +331,7 @@ def train(
     ``iterations``. ``on_chunk(step, total)`` is called after each chunk.
 
     Raises :class:`TrainingDiverged` when the cost turns NaN or infinite."""
-    validate.features_and_labels(X, Y)
-    has_test = X_test is not None or Y_test is not None
-    if has_test:
-        validate.features_and_labels(X_test, Y_test, "X_test", "Y_test")
-        if X_test.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X_test: got {X_test.shape[0]} features, expected {X.shape[0]} as in X"
-            )
+    validate.train_and_test(X, Y, X_test, Y_test)
     config = make_config(layer_dims, n_x=X.shape[0], **options)
     key = _key_of(key, seed)
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
@@ -394,17 +388,26 @@ def _replay(state, hyper, masks, X, Y, program, bad: int) -> TrainState:
     return state
 
 
+def evaluate(params: dict, lambd, X, Y, X_test=None, Y_test=None) -> tuple[float, float, float | None]:
+    """``(final_cost, train_accuracy, test_accuracy)`` of trained parameters: the full
+    network's cost (L2 included, no dropout) and exact accuracies (None without a test set)."""
+    dtype = params["W1"].dtype
+    final_cost = float(loss(params, jnp.asarray(X, dtype), jnp.asarray(Y, dtype), lambd=lambd))
+    test = None if X_test is None else exact_accuracy(params, X_test, Y_test)
+    return final_cost, exact_accuracy(params, X, Y), test
+
+
 def _result(state, history, config, X, Y, X_test, Y_test) -> TrainResult:
-    params = state.params
+    final_cost, train_accuracy, test_accuracy = evaluate(state.params, config.lambd, X, Y, X_test, Y_test)
     return TrainResult(
-        params=params,
+        params=state.params,
         state=state,
         iterations=np.asarray(history["iterations"], np.int64),
         costs=np.asarray(history["costs"]),
         clean_costs=np.asarray(history["clean_costs"]),
-        final_cost=float(loss(params, *(jnp.asarray(a, params["W1"].dtype) for a in (X, Y)), lambd=config.lambd)),
-        train_accuracy=exact_accuracy(params, X, Y),
-        test_accuracy=None if X_test is None else exact_accuracy(params, X_test, Y_test),
+        final_cost=final_cost,
+        train_accuracy=train_accuracy,
+        test_accuracy=test_accuracy,
         config=config,
     )
 

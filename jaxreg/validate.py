@@ -21,6 +21,7 @@ __all__ = [
     "features",
     "labels",
     "features_and_labels",
+    "train_and_test",
     "params",
 ]
 
@@ -145,6 +146,15 @@ def features_and_labels(X, Y, xname: str = "X", yname: str = "Y"):
             f"({xname} is (n_x, m), {yname} is (1, m))"
         )
     return X, Y
+
+
+def train_and_test(X, Y, X_test=None, Y_test=None):
+    """A training set and an optional test set with the same number of features."""
+    features_and_labels(X, Y)
+    if X_test is not None or Y_test is not None:
+        features_and_labels(X_test, Y_test, "X_test", "Y_test")
+        if X_test.shape[0] != X.shape[0]:
+            raise ValueError(f"X_test: got {X_test.shape[0]} features, expected {X.shape[0]} as in X")
 
 
 def params(p, n_x: int | None = None) -> tuple[int, ...]:
