@@ -164,13 +164,18 @@ def _fit(dataset, layer_dims, seed, progress, **options):
         progress.close()
 
 
+def _histories(result) -> dict:
+    """A TrainResult's cost histories for JSON: ``[[iteration, cost], ...]``."""
+    return {name: [[int(i), float(c)] for i, c in zip(result.iterations, getattr(result, name), strict=True)]
+            for name in ("costs", "clean_costs")}
+
+
 def _summary(result, seconds: float) -> dict:
     return {
         "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
         "final_cost": result.final_cost,
-        "costs": [[int(i), float(c)] for i, c in zip(result.iterations, result.costs, strict=True)],
-        "clean_costs": [[int(i), float(c)] for i, c in zip(result.iterations, result.clean_costs, strict=True)],
+        **_histories(result),
         "seconds": round(seconds, 3),
     }
 
@@ -567,11 +572,8 @@ def run_sweep(args) -> int:
     seconds = time.perf_counter() - start
 
     records = result.records()
-    for record, i in zip(records, range(len(records)), strict=True):
-        logged = result.member(i)
-        record["costs"] = [[int(t), float(c)] for t, c in zip(logged.iterations, logged.costs, strict=True)]
-        record["clean_costs"] = [[int(t), float(c)]
-                                 for t, c in zip(logged.iterations, logged.clean_costs, strict=True)]
+    for i, record in enumerate(records):
+        record.update(_histories(result.member(i)))
     best = result.best()
     lambds = list(dict.fromkeys(float(v) for v in result.lambd))
     keep_probs = list(dict.fromkeys(result.keep_prob))
