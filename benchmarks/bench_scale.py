@@ -36,13 +36,16 @@ NOTES = """\
 **What limits it.** Without dropout a step is its six matmuls (the `w x w` ones dominate) plus
 elementwise passes over `(w, m)` activations (ReLU, its gradient, bias sums), which are
 memory-bound and keep a step below the dot's peak, the more so at `w = 256` where they weigh
-most; on a shared machine the peak itself moves between repetitions (compare its column). With
-dropout each hidden layer adds `w/2 x m` Threefry-2x32 blocks of random words per step (~1.5-2
-ns each, in one vectorised kernel) and the masks' application in the forward and backward
-kernels, which makes those passes about twice as slow; the hash shrinks relative to the
-matmuls as `1/w`, the mask passes do not, so dropout's share stays near 20-30% from `w = 256`
-up. Before this change the same steps drew 32 bits per entry with a rolled loop of kernels per
-layer, about twice the cost of the no-dropout step (the issue's measurement).
+most, and at `m = 10⁶` where the activations (1 GiB each) leave every cache; on a shared
+machine the peak itself moves between repetitions (compare its column). With dropout each
+hidden layer adds `w/4 x m` Threefry-2x32 blocks per step (four 16-bit entries per block,
+compared with the threshold inside the hashing kernel, one byte of mask bits per block out)
+and the masks' application inside the forward and backward kernels. Where one step's masks
+exceeded the 1 MiB block of steps, XLA used to fuse the hash into each kernel that reads the
+mask, hashing every block once per reader and per entry (+35-47% at `w = 512`); the draw is
+now a conditional (which also skips drawing when every traced keep_prob is 1), which XLA
+neither fuses into nor removes, so it is hashed once. A step here is timed in calls of one
+iteration at the largest sizes, where each call also evaluates the clean cost once.
 """
 
 

@@ -43,15 +43,17 @@ TARGET_VS_NUMPY = 30.0  # per configuration
 
 NOTES = """\
 **What limits it.** A sweep's step is the single run's step with a leading axis of members, so
-kernel launches are shared and the arithmetic is what remains: per member and step ~5 µs
-without dropout (elementwise passes over the `(members, 20, 211)` activations, the matmuls are
-tiny) and ~7 µs more with dropout, ~4 µs of them hashing the masks' random words (2532
-Threefry-2x32 blocks per member and step, one 32-bit word kept per block, as XLA's CPU backend
-cannot write both words of a block from one kernel) and the rest building and applying the
-masks. Three quarters of the 64-configuration grid use dropout, which makes the mask hash about
-half of its time; with vectorisation already spread over members, batching on a 2-core CPU
-gains little over one run at a time (it would on a GPU). Meeting 8 s needs ~4 µs per member
-and step: not reachable with 16 bits of Threefry per mask entry on this CPU.
+kernel launches are shared and the arithmetic is what remains: per member and step ~6.5-7 µs
+without dropout and ~1-2 µs more with dropout (profiled with `jax.profiler`, per kernel and step
+for 64 members: the batched `(3, 211) x (211, 20)` product of `dW2` ~120 µs, `dA1` ~60 µs, the
+first layer's forward and `dW1` products ~60 µs each, at 7-20 GFLOP/s: XLA's CPU backend runs
+the members' tiny matmuls as a batch of small ones, and each pass over the `(members, 20, 211)`
+activations is bound by memory). Two library changes cut the 64-grid from ~22 s: the masks'
+Threefry blocks now give four 16-bit entries each, compared inside the hashing kernel (half
+the hashing), and the cross-entropy is one softplus per example instead of two `log_sigmoid`s.
+Formulating the products as broadcast-multiply-reduce (to let XLA fuse them) was 5x slower;
+turning YNNPACK off 2x slower. Meeting 8 s needs ~4 µs per member and step, about twice what
+XLA's CPU kernels give for these shapes; a GPU would batch them properly.
 """
 
 

@@ -46,23 +46,25 @@ TARGET_COMPILE = 1.5  # seconds
 
 NOTES = """\
 **What limits it.** *No regularisation:* an iteration of `[2, 20, 3, 1]` on 211 examples is
-~1.35·10⁵ flops, about 1 µs at the matmul peak; the cost is the ~34 kernels of the scan body
+~1.35·10⁵ flops, about 1 µs at the matmul peak; the cost is the ~30 kernels of the scan body
 (small fusions, dots, copies), each ~0.25 µs to launch on XLA's CPU thunk runtime, which puts
-the floor near 8.5 µs on this machine (`jax.profiler` traces and the optimised HLO; unrolling
-the scan, single-threaded Eigen, the other XLA CPU schedulers, the XNNPACK/YNNPACK options and
-512-bit vectors did not move it). 15× the NumPy loop (~7 µs) needs fewer kernels per step, that
-is, a different step computation, which this change leaves alone. *Dropout:* before, every
-step drew its masks with `jax.random.bits` (32 bits per entry, each call a rolled loop of small
-Threefry kernels): ~90 µs per iteration, 8× no regularisation. Now one vectorised Threefry-2x32
-kernel draws the words of ~100 steps at once, 16 bits per mask entry, and each step builds its
-masks inside the forward and backward kernels. What remains (~4 µs per step) is hashing 2532
-blocks per step (~1.4 ns each; one 32-bit word is kept per block because XLA's CPU backend has
-no multi-output fusion) and applying the masks. A non-cryptographic multiply–xorshift hash in
-place of Threefry measured 1.16×, and was not adopted: the masks keep JAX's generator. On a
-machine shared with other work the medians spread widely (see min–max): the CPU-time and
-per-repetition ratios are the steadier figures. *Compile:* ~0.9 s for the dropout program on a
-quiet machine (1.5–2 s while other work runs), the same as before this change measured side by
-side; ~0.5 s for the others.
+the floor near 8 µs on this machine (`jax.profiler` traces and the optimised HLO; unrolling
+the scan, single-threaded Eigen, the other XLA CPU schedulers, the XNNPACK/YNNPACK options,
+512-bit vectors and writing the small products as broadcast-multiply-reduce did not help).
+The cross-entropy is now one softplus of `(1 - 2y) z` per example, exact for 0/1 labels, where
+`optax.sigmoid_binary_cross_entropy` took two `log_sigmoid`s (two kernels of transcendentals):
+~0.7 µs less per step. *Dropout:* before, every step drew its masks with `jax.random.bits` (32
+bits per entry, a rolled loop of small Threefry kernels per call): ~90 µs per iteration, 8× no
+regularisation. Now one vectorised Threefry-2x32 kernel draws the masks of ~500 steps at once:
+each block gives four 16-bit entries, compared with `floor(keep_prob · 2¹⁶)` inside the hashing
+kernel, which writes one byte of mask bits per block (XLA's CPU backend has no multi-output
+fusion: before, one of each block's two words was kept, twice the hashing); each step unpacks
+its bits inside the forward and backward kernels. What remains (~2-4 µs per step on two
+threads, ~2 µs on one core) is hashing 1266 blocks per step and applying the masks. A
+non-cryptographic multiply–xorshift hash in place of Threefry was measured earlier at 1.16×,
+and was not adopted: the masks keep JAX's generator. On a machine shared with other work the
+medians spread widely (see min–max): the CPU-time, one-core and per-repetition ratios are the
+steadier figures. *Compile:* ~1 s for the dropout program, ~0.5 s for the others.
 """
 
 

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxreg import validate
 
@@ -72,7 +71,7 @@ def init_params(key, layer_dims: Sequence[int], scheme: str = "he", dtype=None) 
 _THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _THREEFRY_PARITY = 0x1BD11BDA
 _LANE_BITS = 16  # random bits per mask entry: keep rates are exact to 2**-16
-_LANES = 32 // _LANE_BITS  # mask entries per 32-bit word
+_LANES = 64 // _LANE_BITS  # mask entries per Threefry block (two 32-bit output words)
 
 
 def _threefry2x32(k0, k1, x0, x1):
@@ -101,35 +100,45 @@ def _key_words(key) -> tuple[jax.Array, jax.Array]:
     return k0, k1
 
 
-def _words(key_words, streams: np.ndarray, rows: np.ndarray, cols: int) -> jax.Array:
-    """Random words, uint32 ``(len(rows), cols)``: row ``k`` holds the words ``(rows[k], j)``
-    of stream ``streams[k]``, word ``(s, j)`` of a stream being the first output of Threefry
-    block ``(stream, s * cols + j)``. Rows of several streams are drawn in one kernel.
-
-    One word per block: XLA's CPU backend has no multi-output fusion, so a kernel that
-    wrote both outputs of a block would be split in two, each hashing the block again."""
-    if rows.size and (int(rows.max()) + 1) * cols > 2**32:
-        raise ValueError(
-            f"shape: got {2 * (int(rows.max()) + 1)} x {cols} mask entries, expected at most 2**33 per mask "
-            "(a stream has 2**32 Threefry blocks)"
-        )
-    counter = jnp.asarray(rows[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
-    return _threefry2x32(key_words[0], key_words[1], jnp.asarray(streams[:, None], jnp.uint32), counter)[0]
-
-
-def _from_words(words: jax.Array, rows: int, keep_prob) -> jax.Array:
-    """Boolean ``(rows, cols)`` from :func:`_words`: entry ``(r, j)`` is True where the
-    16-bit half ``r % 2`` (0: the low bits) of word ``(r // 2, j)`` is below
-    ``floor(keep_prob * 2**16)``, so with probability ``floor(keep_prob * 2**16) / 2**16``.
-    Rows share words, not columns: a kernel reading the mask row by row then loads
-    contiguous words and shifts them all alike, which vectorises."""
+def _threshold(keep_prob) -> jax.Array:
+    """``floor(keep_prob * 2**16)`` as uint32: a 16-bit lane below it keeps its unit."""
     p = jnp.asarray(keep_prob)
-    threshold = jnp.clip(jnp.floor(p * 2.0**_LANE_BITS), 0, 2**_LANE_BITS).astype(jnp.uint32)
-    half_rows, cols = words.shape
-    repeated = jnp.broadcast_to(words[:, None, :], (half_rows, _LANES, cols))
-    repeated = repeated.reshape(half_rows * _LANES, cols)
-    shift = (jax.lax.iota(jnp.uint32, rows)[:, None] % _LANES) * _LANE_BITS
-    return ((repeated[:rows] >> shift) & (2**_LANE_BITS - 1)) < threshold
+    return jnp.clip(jnp.floor(p * 2.0**_LANE_BITS), 0, 2**_LANE_BITS).astype(jnp.uint32)
+
+
+def _pack(y0, y1, thresholds) -> jax.Array:
+    """uint8 of 4 mask bits from a block's words: bit ``k`` is lane ``k`` (16 bits: the low
+    then the high half of ``y0``, then of ``y1``) below ``thresholds`` (broadcasting)."""
+    lanes = (y0, y0 >> 16, y1, y1 >> 16)
+    return sum(((lane & 0xFFFF) < thresholds).astype(jnp.uint8) << jnp.uint8(k) for k, lane in enumerate(lanes))
+
+
+def _bits(key_words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds) -> jax.Array:
+    """Packed mask bits, uint8 ``(len(groups), cols)``: entry ``(g, j)`` holds the 4 bits
+    (see :func:`_pack`, under ``thresholds[g]``) of Threefry block ``(streams[g],
+    groups[g] * cols + j)``. Rows of several streams are drawn in one kernel.
+
+    Both words of a block are used, and compared inside the hashing kernel: XLA's CPU
+    backend has no multi-output fusion, so a kernel returning both words would be split
+    in two, each hashing the block again; one byte holding four comparisons is one output."""
+    if groups.size and (int(groups.max()) + 1) * cols > 2**32:
+        raise ValueError(
+            f"shape: got {_LANES * (int(groups.max()) + 1)} x {cols} mask entries, expected at most 2**34 per "
+            "mask (a stream has 2**32 Threefry blocks)"
+        )
+    counter = jnp.asarray(groups[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
+    y0, y1 = _threefry2x32(key_words[0], key_words[1], jnp.asarray(streams[:, None], jnp.uint32), counter)
+    return _pack(y0, y1, jnp.asarray(thresholds)[:, None])
+
+
+def _unpack(bits: jax.Array, rows: int) -> jax.Array:
+    """Boolean ``(rows, cols)`` from :func:`_bits`: row ``r`` is bit ``r % 4`` of row ``r // 4``.
+    Rows share bytes, not columns: a kernel reading the mask row by row then loads
+    contiguous bytes and shifts them all alike, which vectorises."""
+    groups, cols = bits.shape
+    repeated = jnp.broadcast_to(bits[:, None, :], (groups, _LANES, cols)).reshape(groups * _LANES, cols)
+    shift = (jax.lax.iota(jnp.uint8, rows) % jnp.uint8(_LANES))[:, None]
+    return ((repeated[:rows] >> shift) & jnp.uint8(1)) != 0
 
 
 def _draws(keep_prob) -> bool:
@@ -140,46 +149,58 @@ def _draws(keep_prob) -> bool:
 def keep_mask(key, shape: tuple[int, ...], keep_prob) -> jax.Array:
     """Boolean mask of ``shape``, each entry True with probability ``keep_prob``.
 
-    Each entry compares 16 random bits (Threefry-2x32 in counter mode) with
-    ``floor(keep_prob * 2**16)``: no conversion to floats, and the keep rate is exact
-    to 2**-16. A concrete ``keep_prob == 1`` draws nothing; a traced one gives the same
-    mask as the concrete value would."""
+    Each entry compares 16 random bits (Threefry-2x32 in counter mode, four entries per
+    block) with ``floor(keep_prob * 2**16)``: no conversion to floats, and the keep rate
+    is exact to 2**-16. A concrete ``keep_prob == 1`` draws nothing; a traced one gives
+    the same mask as the concrete value would."""
     shape = tuple(shape)
     if not _draws(keep_prob):
         return jnp.ones(shape, bool)
     rows, cols = math.prod(shape[:-1]), (shape[-1] if shape else 1)
-    half_rows = np.arange(-(-rows // _LANES))
-    words = _words(_key_words(key), np.zeros_like(half_rows), half_rows, cols)
-    return _from_words(words, rows, keep_prob).reshape(shape)
+    groups = np.arange(-(-rows // _LANES))
+    thresholds = jnp.broadcast_to(_threshold(keep_prob), groups.shape)
+    return _unpack(_bits(_key_words(key), np.zeros_like(groups), groups, cols, thresholds), rows).reshape(shape)
 
 
-def _mask_words(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
-    """All the random words of :func:`dropout_masks`, uint32 ``(R, m)``: for each hidden layer
+def _mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
+    """All the packed bits of :func:`dropout_masks`, uint8 ``(G, m)``: for each hidden layer
     ``i`` that draws (all but those with a concrete ``keep_prob`` of 1), in turn, the
-    ``ceil(n_i / 2)`` rows of its words, stream ``i`` of ``key`` (see :func:`_words`); None
-    when no layer draws. One kernel draws them all; apart from :func:`_masks_from_words`,
-    a training loop can draw many steps' words in one vectorised call."""
+    ``ceil(n_i / 4)`` rows of its bits, stream ``i`` of ``key`` (see :func:`_bits`); None
+    when no layer draws. One kernel draws them all; apart from :func:`_masks_from_bits`,
+    a training loop can draw many steps' bits in one vectorised call."""
     dims = validate.layer_dims(layer_dims)
     kps = validate.keep_prob(keep_prob, len(dims) - 2)
     hidden = zip(dims[1:-1], kps, strict=True)
-    layers = [(i, -(-n // _LANES)) for i, (n, kp) in enumerate(hidden) if _draws(kp)]
+    layers = [(i, -(-n // _LANES), kp) for i, (n, kp) in enumerate(hidden) if _draws(kp)]
     if not layers:
         return None
-    streams = np.concatenate([np.full(h, i) for i, h in layers])
-    rows = np.concatenate([np.arange(h) for _, h in layers])
-    return _words(_key_words(key), streams, rows, m)
+    streams = np.concatenate([np.full(g, i) for i, g, _ in layers])
+    groups = np.concatenate([np.arange(g) for _, g, _ in layers])
+    thresholds = jnp.concatenate([jnp.broadcast_to(_threshold(kp), (g,)) for _, g, kp in layers])
+    k0, k1 = _key_words(key)
+
+    def all_kept():  # every lane (here 0) is below a threshold of 2**16; from the same inputs as
+        # the draw, so that both branches vary alike under shard_map
+        return jnp.broadcast_to(_pack(k0 & 0, k1 & 0, thresholds[:, None]), (groups.size, m))
+
+    # A conditional, which XLA neither removes nor fuses into: the bits are hashed once, in their
+    # own kernel, however many kernels read them (fused into the forward and backward passes, the
+    # hash would run again for each of them and for each of a block's four entries); and traced
+    # keep_probs that are all 1 draw nothing.
+    return jax.lax.cond(jnp.any(thresholds < 2**_LANE_BITS),
+                        lambda: _bits((k0, k1), streams, groups, m, thresholds), all_kept)
 
 
-def _masks_from_words(words, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
-    """The masks of :func:`dropout_masks` from :func:`_mask_words`."""
+def _masks_from_bits(bits, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
+    """The masks of :func:`dropout_masks` from :func:`_mask_bits`."""
     dims = validate.layer_dims(layer_dims)
     kps = validate.keep_prob(keep_prob, len(dims) - 2)
     masks, row = [], 0
     for n, kp in zip(dims[1:-1], kps, strict=True):
         if _draws(kp):
-            half_rows = -(-n // _LANES)
-            masks.append(_from_words(words[row: row + half_rows], n, kp))
-            row += half_rows
+            groups = -(-n // _LANES)
+            masks.append(_unpack(bits[row: row + groups], n))
+            row += groups
         else:
             masks.append(jnp.ones((n, m), bool))
     return tuple(masks)
@@ -192,7 +213,7 @@ def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[ja
     draws from stream ``i`` of ``key`` (16 bits per entry, see :func:`keep_mask`): the
     same key gives the same masks, always, and a layer's mask does not depend on the
     other layers' ``keep_prob``."""
-    return _masks_from_words(_mask_words(key, layer_dims, m, keep_prob), layer_dims, m, keep_prob)
+    return _masks_from_bits(_mask_bits(key, layer_dims, m, keep_prob), layer_dims, m, keep_prob)
 
 
 def _check_masks(masks, dims: tuple[int, ...], m: int) -> None:
@@ -238,12 +259,14 @@ def l2_penalty(params: dict) -> jax.Array:
 def loss(params: dict, X, Y, *, lambd=0.0, masks=None, keep_prob=1.0) -> jax.Array:
     """Scalar cost: mean binary cross-entropy plus ``lambd/(2m) * sum_l ||W_l||^2``.
 
-    The cross-entropy is computed from the logits (``log_sigmoid``), so saturated
-    units give neither ``log(0)`` nor NaN. ``X`` is ``(n_x, m)``, ``Y`` is ``(1, m)``."""
+    The cross-entropy is computed from the logits ``z``: for a label ``y`` of 0 or 1,
+    ``-y log(sigmoid(z)) - (1-y) log(1-sigmoid(z)) = softplus((1 - 2y) z)``, one stable
+    softplus per example (half the work of two ``log_sigmoid``), so saturated units give
+    neither ``log(0)`` nor NaN. ``X`` is ``(n_x, m)``, ``Y`` is ``(1, m)`` of 0/1."""
     validate.features_and_labels(X, Y)
     validate.lambd(lambd)
     logits = forward(params, X, masks=masks, keep_prob=keep_prob)
-    cost = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, Y.astype(logits.dtype)))
+    cost = jnp.mean(jax.nn.softplus((1 - 2 * Y.astype(logits.dtype)) * logits))
     if validate.is_concrete(lambd) and float(lambd) == 0.0:
         return cost
     return cost + lambd / (2 * X.shape[1]) * l2_penalty(params)

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from jaxreg import reference, validate
-from jaxreg.model import _mask_words, _masks_from_words, dropout_masks, init_params, loss, predict
+from jaxreg.model import _mask_bits, _masks_from_bits, dropout_masks, init_params, loss, predict
 
 __all__ = [
     "OPTIMIZERS",
@@ -209,21 +209,21 @@ def run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program,
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), cost
 
-    def words(t):  # the random words of step t's masks, dropout_masks(fold_in(mask_key, t), ...)
-        return _mask_words(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
+    def bits(t):  # the packed bits of step t's masks, dropout_masks(fold_in(mask_key, t), ...)
+        return _mask_bits(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
 
-    def per_step(carry, step_words):
-        return step(carry, _masks_from_words(step_words, program.layer_dims, m, keep_prob))
+    def per_step(carry, step_bits):
+        return step(carry, _masks_from_bits(step_bits, program.layer_dims, m, keep_prob))
 
     def blocks(carry, start, n_blocks: int, size: int):
-        # Per-step masks: each block's words are drawn in one vectorised call (a few large
+        # Per-step masks: each block's bits are drawn in one vectorised call (a few large
         # kernels instead of a few small ones per step); each step builds its masks from its
-        # words, exactly those of dropout_masks(fold_in(mask_key, t), ...).
+        # bits, exactly those of dropout_masks(fold_in(mask_key, t), ...).
         def block(carry, b):
-            block_words = jax.vmap(words)(start + b * size + jnp.arange(size, dtype=jnp.int32))
+            block_bits = jax.vmap(bits)(start + b * size + jnp.arange(size, dtype=jnp.int32))
             # Index the block by step inside the loop rather than scanning over it: under a
             # sweep's vmap the scanned axis would not lead, and the block would be transposed.
-            return jax.lax.scan(lambda c, i: per_step(c, block_words[i]), carry,
+            return jax.lax.scan(lambda c, i: per_step(c, block_bits[i]), carry,
                                 jnp.arange(size))
 
         carry, costs = jax.lax.scan(block, carry, jnp.arange(n_blocks))
@@ -235,9 +235,9 @@ def run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program,
         fixed = masks if program.dropout else None
         carry, costs = jax.lax.scan(lambda c, _: step(c, fixed), carry, length=n_steps)
     else:
-        # Steps per block: the block's words within about 1 MiB (two bytes per mask entry).
+        # Steps per block: the block's bits within about 1 MiB (a byte per four mask entries).
         # A divisor of n_steps if one is near, else a remainder block (one more trace of the step).
-        per_step_bytes = 4 * sum(-(-n // 2) for n in program.layer_dims[1:-1]) * m
+        per_step_bytes = sum(-(-n // 4) for n in program.layer_dims[1:-1]) * m
         size = max(1, min(n_steps, 2**20 // per_step_bytes))
         size = next((d for d in range(size, (size + 3) // 4 - 1, -1) if n_steps % d == 0), size)
         carry, costs = blocks(carry, state.step, n_steps // size, size)

@@ -165,9 +165,13 @@ def params(p, n_x: int | None = None) -> tuple[int, ...]:
     expected = [f"{c}{l}" for l in range(1, n_layers + 1) for c in "Wb"]
     missing = [k for k in expected if k not in p]
     extra = sorted(str(k) for k in p if k not in expected)
-    if n_layers < 2 or missing or extra:
+    if n_layers < 2:
         raise ValueError(
-            f"params: got keys {sorted(map(str, p))}, expected {expected or ['W1', 'b1', 'W2', 'b2']}"
+            f"params: got keys {sorted(map(str, p))}, expected W1, b1, W2, b2, ...: at least one hidden layer"
+        )
+    if missing or extra:
+        raise ValueError(
+            f"params: got keys {sorted(map(str, p))}, expected {expected}"
             + (f" (missing {missing})" if missing else "")
             + (f" (unexpected {extra})" if extra else "")
         )

@@ -25,41 +25,42 @@ def test_threefry_is_jaxs_bit_for_bit():
 
 
 def test_layout_is_the_documented_one():
-    """Entry (r, j) of hidden layer i is the 16-bit half r % 2 of the first output of Threefry
-    block (i, (r // 2) * m + j) under the key's two words, compared with floor(kp * 2**16)."""
-    key, dims, m, kps = jax.random.key(11), [2, 5, 3, 1], 7, (0.6, 0.3)
+    """Entry (r, j) of hidden layer i is 16-bit lane r % 4 (the low, then the high half of the
+    first output, then of the second) of Threefry block (i, (r // 4) * m + j) under the key's
+    two words, compared with floor(kp * 2**16)."""
+    key, dims, m, kps = jax.random.key(11), [2, 9, 3, 1], 7, (0.6, 0.3)
     k0, k1 = (jnp.uint32(w) for w in jax.random.key_data(key))
     masks = jaxreg.dropout_masks(key, dims, m, kps)
     for i, (n, kp) in enumerate(zip(dims[1:-1], kps, strict=True)):
         r, j = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
-        y0, _ = threefry2x32_p.bind(
-            k0, k1, jnp.full((n, m), i, jnp.uint32), jnp.asarray((r // 2) * m + j, jnp.uint32)
-        )
-        half = (np.asarray(y0) >> (16 * (r % 2))) & 0xFFFF
-        np.testing.assert_array_equal(masks[i], half < np.floor(kp * 2**16))
+        y = threefry2x32_p.bind(k0, k1, jnp.full((n, m), i, jnp.uint32), jnp.asarray((r // 4) * m + j, jnp.uint32))
+        word = np.where(r % 4 < 2, np.asarray(y[0]), np.asarray(y[1]))
+        lane = (word >> (16 * (r % 2))) & 0xFFFF
+        np.testing.assert_array_equal(masks[i], lane < np.floor(kp * 2**16))
 
 
 @pytest.mark.parametrize("keep_prob", [1 / 65536, 0.1, 0.5, 0.86, 0.9999, 65535 / 65536])
 def test_keep_rate_is_exact_to_2_pow_16(keep_prob):
-    # Every 16-bit value once in each half: exactly floor(kp * 2**16) of them are kept.
+    # Every 16-bit value once in each lane: exactly floor(kp * 2**16) of them are kept.
     v = np.arange(2**16, dtype=np.uint32)
-    words = jnp.asarray((v | (v[::-1] << 16))[None, :])
+    y0, y1 = jnp.asarray(v | (v[::-1] << 16)), jnp.asarray(v[::-1] | (v << 16))
     expected = int(np.floor(keep_prob * 2**16))
-    for mask in (
-        model._from_words(words, 2, keep_prob),
-        jax.jit(model._from_words, static_argnums=1)(words, 2, jnp.float32(keep_prob)),
-    ):
-        assert mask.shape == (2, 2**16)
-        assert [int(mask[0].sum()), int(mask[1].sum())] == [expected, expected]
+
+    def masks(threshold):
+        return model._unpack(model._pack(y0, y1, threshold)[None, :], 4)
+
+    for mask in (masks(model._threshold(keep_prob)), jax.jit(masks)(model._threshold(jnp.float32(keep_prob)))):
+        assert mask.shape == (4, 2**16)
+        assert [int(row.sum()) for row in mask] == [expected] * 4
 
 
-def test_halves_and_neighbours_are_independent():
-    masks = jaxreg.dropout_masks(jax.random.key(2), [2, 200, 1], 2000, 0.5)[0]
-    a = np.asarray(masks, np.float64)
-    n = a[0::2].size
-    for x, y in [(a[0::2], a[1::2]), (a[:, :-1], a[:, 1:])]:  # rows sharing words; adjacent columns
+def test_lanes_and_neighbours_are_independent():
+    a = np.asarray(jaxreg.dropout_masks(jax.random.key(2), [2, 200, 1], 2000, 0.5)[0], np.float64)
+    # rows sharing a block (each pair of lanes), and adjacent columns
+    pairs = [(a[i::4], a[k::4]) for i in range(4) for k in range(i + 1, 4)] + [(a[:, :-1], a[:, 1:])]
+    for x, y in pairs:
         # P(both kept) = 1/4 for independent fair coins: within 5 standard errors
-        assert abs(float(np.mean(x * y)) - 0.25) <= 5 * np.sqrt(0.25 * 0.75 / n)
+        assert abs(float(np.mean(x * y)) - 0.25) <= 5 * np.sqrt(0.25 * 0.75 / x.size)
 
 
 def test_keep_mask_shapes_and_streams():
@@ -68,7 +69,7 @@ def test_keep_mask_shapes_and_streams():
     assert jaxreg.model.keep_mask(key, (3, 4, 5), 0.5).shape == (3, 4, 5)
     assert [model.keep_mask(key, s, 0.5).shape for s in [(0, 5), (3, 0), (0,)]] == [(0, 5), (3, 0), (0,)]
     with pytest.raises(ValueError, match="shape: got"):
-        model.keep_mask(key, (2**17, 2**17), 0.5)
+        model.keep_mask(key, (2**18, 2**17), 0.5)
     np.testing.assert_array_equal(
         model.keep_mask(key, (6, 9), 0.7), jaxreg.dropout_masks(key, [2, 6, 1], 9, 0.7)[0]
     )
@@ -111,10 +112,10 @@ def _plain_loop(state, hyper, X, Y, dims, n_steps, shift=0):
     return jax.jit(lambda c: jax.lax.scan(step, c, steps))((state.params, state.opt_state))
 
 
-# (layer_dims, m, n_steps): blocks of 50 steps; a block of 5 steps and a remainder of 2;
-# blocks of one step (the words of a step above the loop's 1 MiB per block)
+# (layer_dims, m, n_steps): 4 blocks of 500 steps; a block of 43 steps and a remainder of 4;
+# one step's bits above the loop's 1 MiB per block (drawn one step ahead, carried)
 @pytest.mark.parametrize(
-    "dims,m,n_steps", [((2, 20, 3, 1), 211, 250), ((2, 40, 1), 2400, 7), ((2, 520, 1), 1024, 3)]
+    "dims,m,n_steps", [((2, 20, 3, 1), 211, 2000), ((2, 40, 1), 2400, 47), ((2, 64, 1), 70000, 3)]
 )
 def test_compiled_loop_uses_dropout_masks_of_fold_in(dims, m, n_steps):
     rng = np.random.default_rng(1)

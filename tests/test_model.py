@@ -1,5 +1,7 @@
 """The JAX model against the textbook's NumPy backprop, in float64."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,6 +177,17 @@ def test_saturated_logits(dtype, scale, tol):
         assert rel_diff(grads[name], ref[f"d{name}"]) <= tol, name
 
 
+def test_well_classified_examples_keep_their_tiny_loss():
+    # z = 30 with y = 1 (and z = -30 with y = 0) costs log1p(exp(-30)) ~ 9.4e-14: relative accuracy,
+    # not the absolute ~1e-15 of computing softplus(z) - y * z
+    def cost(w2, y):  # one hidden unit passes x = 30 through: the logit is 30 * w2
+        params = {"W1": jnp.ones((1, 1)), "b1": jnp.zeros((1, 1)), "W2": jnp.full((1, 1), w2), "b2": jnp.zeros((1, 1))}
+        return float(jaxreg.loss(params, jnp.full((1, 1), 30.0), jnp.full((1, 1), y)))
+
+    for w2, y in [(1.0, 1.0), (-1.0, 0.0), (1.25, 1.0)]:
+        assert cost(w2, y) == pytest.approx(math.log1p(math.exp(-30 * abs(w2))), rel=1e-14)
+
+
 def test_loss_compiles_once():
     traces = []
 
@@ -241,6 +254,8 @@ BAD_CALLS = {
     "dims_output": (lambda: jaxreg.init_params(jax.random.key(0), [2, 5, 2]), "output width 2, expected 1"),
     "params_missing": (lambda: call_loss(params={k: v for k, v in GOOD_PARAMS.items() if k != "b2"}),
                        r"missing \['b2'\]"),
+    "params_one_layer": (lambda: call_loss(params={"W1": jnp.ones((1, 2)), "b1": jnp.zeros((1, 1))}),
+                         r"got keys \['W1', 'b1'\], expected W1, b1, W2, b2, ...: at least one hidden layer"),
     "params_shape": (lambda: call_loss(params={**GOOD_PARAMS, "b1": jnp.zeros((20,))}),
                      r"params\['b1'\]: got shape \(20,\), expected \(20, 1\)"),
     "masks_shape": (lambda: call_loss(masks=(jnp.ones((20, 9), bool), jnp.ones((3, 10), bool)),
