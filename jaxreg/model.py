@@ -126,9 +126,22 @@ def _bits(key_words, streams: np.ndarray, groups: np.ndarray, cols: int, thresho
             f"shape: got {_LANES * (int(groups.max()) + 1)} x {cols} mask entries, expected at most 2**34 per "
             "mask (a stream has 2**32 Threefry blocks)"
         )
-    counter = jnp.asarray(groups[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
-    y0, y1 = _threefry2x32(key_words[0], key_words[1], jnp.asarray(streams[:, None], jnp.uint32), counter)
-    return _pack(y0, y1, jnp.asarray(thresholds)[:, None])
+    k0, k1 = key_words
+    thresholds = jnp.asarray(thresholds)[:, None]
+
+    def draw():
+        counter = jnp.asarray(groups[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
+        return _pack(*_threefry2x32(k0, k1, jnp.asarray(streams[:, None], jnp.uint32), counter), thresholds)
+
+    def all_kept():  # every lane (here 0) is below a threshold of 2**16; from the same inputs as
+        # the draw, so that both branches vary alike under shard_map
+        return jnp.broadcast_to(_pack(k0 & 0, k1 & 0, thresholds), (groups.size, cols))
+
+    # A conditional, which XLA neither removes nor fuses into: the bits are hashed once, in their
+    # own kernel, however many kernels read them (fused into the forward and backward passes, the
+    # hash would run again for each of them and for each of a block's four entries); and traced
+    # keep_probs that are all 1 draw nothing.
+    return jax.lax.cond(jnp.any(thresholds < 2**_LANE_BITS), draw, all_kept)
 
 
 def _unpack(bits: jax.Array, rows: int) -> jax.Array:
@@ -177,18 +190,7 @@ def _mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array |
     streams = np.concatenate([np.full(g, i) for i, g, _ in layers])
     groups = np.concatenate([np.arange(g) for _, g, _ in layers])
     thresholds = jnp.concatenate([jnp.broadcast_to(_threshold(kp), (g,)) for _, g, kp in layers])
-    k0, k1 = _key_words(key)
-
-    def all_kept():  # every lane (here 0) is below a threshold of 2**16; from the same inputs as
-        # the draw, so that both branches vary alike under shard_map
-        return jnp.broadcast_to(_pack(k0 & 0, k1 & 0, thresholds[:, None]), (groups.size, m))
-
-    # A conditional, which XLA neither removes nor fuses into: the bits are hashed once, in their
-    # own kernel, however many kernels read them (fused into the forward and backward passes, the
-    # hash would run again for each of them and for each of a block's four entries); and traced
-    # keep_probs that are all 1 draw nothing.
-    return jax.lax.cond(jnp.any(thresholds < 2**_LANE_BITS),
-                        lambda: _bits((k0, k1), streams, groups, m, thresholds), all_kept)
+    return _bits(_key_words(key), streams, groups, m, thresholds)
 
 
 def _masks_from_bits(bits, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
