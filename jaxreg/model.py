@@ -193,6 +193,11 @@ def _mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array |
     return _bits(_key_words(key), streams, groups, m, thresholds)
 
 
+def mask_bits_bytes(layer_dims: Sequence[int], m: int) -> int:
+    """Bytes of one step's packed mask bits (:func:`_mask_bits`) when every hidden layer drops."""
+    return sum(-(-n // _LANES) for n in validate.layer_dims(layer_dims)[1:-1]) * m
+
+
 def _masks_from_bits(bits, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
     """The masks of :func:`dropout_masks` from :func:`_mask_bits`."""
     dims = validate.layer_dims(layer_dims)

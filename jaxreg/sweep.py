@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxreg import validate
+from jaxreg.model import mask_bits_bytes
 from jaxreg.train import (
     Program,
     TrainConfig,
@@ -199,14 +200,14 @@ def member_bytes(layer_dims: Sequence[int], m: int, *, dtype: str = "float32", o
     optimizer's moments; per step the activations kept for the backward pass and
     their gradients (about 6 numbers per unit and example), the masks (5 bytes per
     hidden unit and example, generously), the block of packed mask bits that
-    ``run_chunk`` draws ahead for per-step masks (at most 1 MiB, or two steps' bits
-    where one step's are more) and the ``n_steps`` costs."""
+    ``run_chunk`` draws ahead for per-step masks (at most 1 MiB; twice one step's bits,
+    generously, where those are more) and the ``n_steps`` costs."""
     dims = validate.layer_dims(layer_dims)
     itemsize = np.dtype(dtype).itemsize
     n_params = sum(dims[l] * dims[l - 1] + dims[l] for l in range(1, len(dims)))
     moments = {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2)
     units, hidden = sum(dims[1:]), sum(dims[1:-1])
-    step_bits = -(-hidden // 4) * m  # bytes: four mask entries per byte
+    step_bits = mask_bits_bytes(dims, m)
     mask_block = max(min(2**20, step_bits * max(n_steps, 1)), 2 * step_bits)
     return itemsize * ((4 + moments) * n_params + 6 * units * m + n_steps) + 5 * hidden * m + mask_block
 

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from jaxreg import reference, validate
-from jaxreg.model import _mask_bits, _masks_from_bits, dropout_masks, init_params, loss, predict
+from jaxreg.model import _mask_bits, _masks_from_bits, dropout_masks, init_params, loss, mask_bits_bytes, predict
 
 __all__ = [
     "OPTIMIZERS",
@@ -237,8 +237,7 @@ def run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program,
     else:
         # Steps per block: the block's bits within about 1 MiB (a byte per four mask entries).
         # A divisor of n_steps if one is near, else a remainder block (one more trace of the step).
-        per_step_bytes = sum(-(-n // 4) for n in program.layer_dims[1:-1]) * m
-        size = max(1, min(n_steps, 2**20 // per_step_bytes))
+        size = max(1, min(n_steps, 2**20 // mask_bits_bytes(program.layer_dims, m)))
         size = next((d for d in range(size, (size + 3) // 4 - 1, -1) if n_steps % d == 0), size)
         carry, costs = blocks(carry, state.step, n_steps // size, size)
         if n_steps % size:
