@@ -178,7 +178,7 @@ def _like(template, value):
     if isinstance(template, jax.Array) and template.weak_type:
         # keeps the weak type (jnp.asarray would drop it, and with it the dtype promotion of a resumed run)
         return template.at[...].set(value)
-    return jax.numpy.asarray(value)
+    return jax.device_put(value)  # a transfer, not an operation: nothing is compiled
 
 
 # ----------------------------------------------------------------------------- checkpoints

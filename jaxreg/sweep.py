@@ -1,8 +1,8 @@
 """Hyperparameter sweeps: a grid of ``lambd`` x ``keep_prob`` x seeds in one compiled loop.
 
-Every member is the run :func:`jaxreg.train.train` would do for that configuration
+Every member is the run :func:`jaxreg.train` would do for that configuration
 alone (``key = jax.random.key(seed)``): the same initial state, masks and step code
-(:func:`jaxreg.train.run_chunk`), under ``jax.vmap`` over the configuration axis.
+(:func:`jaxreg.programs.run_chunk`), under ``jax.vmap`` over the configuration axis.
 Hyperparameter values are traced, so the whole grid compiles once per program
 (once with dropout, once without where the grid holds ``keep_prob = 1``).
 
@@ -27,28 +27,26 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxreg import validate
-from jaxreg.model import mask_bits_bytes
-from jaxreg.train import (
+from jaxreg.config import TrainConfig
+from jaxreg.driver import History, Outcome, drive, to_host
+from jaxreg.masks import mask_bits_bytes
+from jaxreg.programs import (
+    MEMBERS,
     Program,
-    TrainConfig,
-    TrainResult,
     TrainState,
-    chunk_ends,
-    evaluate,
-    fixed_masks,
+    evaluate_members,
     hyper_of,
-    init_state,
-    make_config,
+    init_members,
+    key_data,
     run_chunk,
-    train,
+    run_members,
 )
-from jaxreg.train import _replay as replay
+from jaxreg.training import TrainResult, course_masks, make_config, train
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -60,7 +58,6 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes per device where the device does not report its memory
-_AXIS = "config"
 
 
 class SweepResult(NamedTuple):
@@ -91,9 +88,11 @@ class SweepResult(NamedTuple):
         return self.states.params
 
     def member(self, i: int) -> TrainResult:
-        """Member ``i`` as the :class:`~jaxreg.train.TrainResult` that ``train`` returns
+        """Member ``i`` as the :class:`~jaxreg.training.TrainResult` that ``train`` returns
         (for a diverged member: the one carried by ``TrainingDiverged.result``)."""
-        state = jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), self.states)
+        keys = np.asarray(jax.random.key_data(self.states.key))
+        state = jax.tree_util.tree_map(lambda a: jax.device_put(a[i]), self.states._replace(key=None))
+        state = state._replace(key=jax.random.wrap_key_data(keys[i], impl=str(jax.random.key_impl(self.states.key))))
         # A diverged member's history holds the logged iterations before its divergence, as train's does.
         k = len(self.iterations) if self.diverged_at[i] < 0 else int(
             np.searchsorted(self.iterations, self.diverged_at[i], side="left"))
@@ -233,49 +232,6 @@ def _chunking(n: int, n_devices: int, per_device: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- the sweep
 
 
-@partial(jax.jit, static_argnames=("program", "n_steps", "mesh"))
-def _run_members(states, hyper, masks, X, Y, *, program: Program, n_steps: int, mesh: Mesh):
-    """:func:`run_chunk` for a stack of members (leading axis of states, hyper, masks).
-
-    ``shard_map`` over the configuration axis: each device runs its share of the
-    members, data replicated, no communication (members are independent)."""
-    run = jax.vmap(partial(run_chunk, program=program, n_steps=n_steps), in_axes=(0, 0, 0, None, None))
-    members = P(_AXIS)
-    # No collectives, so nothing for the varying-axes check to guard; and it rejects the mask
-    # draw's conditional once vmap has turned it into a select (jax 0.10).
-    return jax.shard_map(run, mesh=mesh, in_specs=(members, members, members, P(), P()),
-                         out_specs=members, check_vma=False)(states, hyper, masks, X, Y)
-
-
-def _stack(trees: list):
-    """Stack pytrees along a new leading axis, on the host (no compilation per shape)."""
-    def stack(*leaves):
-        if jnp.issubdtype(leaves[0].dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(np.stack([jax.random.key_data(k) for k in leaves]))
-        return np.stack(leaves)
-
-    return jax.tree_util.tree_map(stack, *trees)
-
-
-def _take(tree, i):
-    return jax.tree_util.tree_map(lambda a: a[i], tree)
-
-
-def _host_state(state: TrainState) -> TrainState:
-    """The state's arrays on the host; the key (unchanged by training) is left out."""
-    return _to_host(state._replace(key=None))
-
-
-def _to_host(tree):
-    """Host NumPy copies of a (possibly sharded, possibly multi-host) pytree of arrays."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)),
-                                      tree)
-    return jax.tree_util.tree_map(np.asarray, tree)
-
-
 def sweep(
     X,
     Y,
@@ -303,54 +259,26 @@ def sweep(
     ``on_progress(done, total)`` is called after each compiled chunk, counting
     member-iterations. Diverging members do not stop the sweep: see ``diverged_at``."""
     validate.train_and_test(X, Y, X_test, Y_test)
-    for name in ("key", "seed"):
-        if name in options:
-            raise TypeError(f"{name}: not a sweep option, expected seeds=N or seeds=[s, ...]")
-    lambds = _grid_values("lambd", lambd)
-    seed_list = _seeds(seeds)
-    keep_probs = _grid_values("keep_prob", keep_prob)
-    n_x, m = X.shape
-    configs = [make_config(layer_dims, n_x=n_x, lambd=lam, keep_prob=kp, **options)
-               for lam in lambds for kp in keep_probs for _ in seed_list]
-    _distinct("lambd", [c.lambd for c in configs[:: len(keep_probs) * len(seed_list)]])
-    _distinct("keep_prob", [c.keep_prob for c in configs[: len(keep_probs) * len(seed_list): len(seed_list)]])
-    seed_of = np.tile(seed_list, len(lambds) * len(keep_probs))
-    n = len(configs)
+    configs, seed_of = _grid(layer_dims, X.shape[0], lambd, keep_prob, seeds, options)
     base = configs[0]
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices: got none, expected at least one device")
-    if memory_budget is None:
-        memory_budget = default_memory_budget(devices[0])
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int | np.integer) \
-            or memory_budget < 1:
-        raise ValueError(f"memory_budget: got {memory_budget!r}, expected a number of bytes >= 1")
+    memory_budget = _budget(memory_budget, devices[0])
 
-    dtype = jnp.dtype(base.dtype)
-    Xj, Yj = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
-    keys = [jax.random.key(s) for s in seed_list]
-    # Initial states depend on the seed only (layer_dims, init, optimizer, dtype are shared).
-    initial = {s: init_state(base, k) for s, k in zip(seed_list, keys, strict=True)}
-    key_of = dict(zip(seed_list, keys, strict=True))
-
-    mesh = Mesh(np.asarray(devices), (_AXIS,))
-    by_config, replicated = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
-    Xd, Yd = jax.device_put(Xj, replicated), jax.device_put(Yj, replicated)
-    data_bytes = (Xj.size + Yj.size) * dtype.itemsize
-    per_member = member_bytes(base.layer_dims, m, dtype=base.dtype, optimizer=base.optimizer,
+    mesh = Mesh(np.asarray(devices), (MEMBERS,)) if len(devices) > 1 else None
+    place = _placement(mesh, devices)
+    Xd, Yd = (place(np.asarray(a, base.dtype), P()) for a in (X, Y))
+    data_bytes = (X.size + Y.size) * np.dtype(base.dtype).itemsize
+    per_member = member_bytes(base.layer_dims, X.shape[1], dtype=base.dtype, optimizer=base.optimizer,
                               n_steps=min(base.log_every, max(base.iterations, 1)))
     per_device = max(1, (memory_budget - data_bytes) // per_member)
 
-    ends = chunk_ends(0, base.iterations, base.log_every)
-    iterations = np.asarray([0, *ends[:-1]], np.int64) if ends else np.zeros(0, np.int64)
-    k = len(iterations)
-    costs = np.full((n, k), np.nan)
-    clean_costs = np.full((n, k), np.nan)
+    n = len(configs)
+    final: list = [None] * n
+    histories: list = [None] * n
     diverged_at = np.full(n, -1, np.int64)
-    final_states: list = [None] * n
-    total, done = n * base.iterations, 0
-    n_chunks = 0
-
+    done, total, n_chunks = 0, n * base.iterations, 0
     groups: dict[Program, list[int]] = {}
     for i, config in enumerate(configs):  # one compiled program with dropout, one without
         groups.setdefault(Program.of(config), []).append(i)
@@ -360,62 +288,127 @@ def sweep(
         for c in range(chunks):
             real = members[c * size: (c + 1) * size]
             idx = real + [real[-1]] * (size - len(real))  # padding: copies of a real member, dropped
-            states = _stack([initial[int(seed_of[i])] for i in idx])
-            hyper = _stack([hyper_of(configs[i]) for i in idx])
-            masks = [fixed_masks(configs[i], key_of[int(seed_of[i])], m) for i in idx]
-            masks = None if masks[0] is None else _stack(masks)
-            states, hyper, masks = jax.device_put((states, hyper, masks), by_config)
-            alive = np.ones(len(real), bool)
-            for j, end in enumerate(ends):
-                step = iterations[j]
-                new_states, chunk_costs, clean = _run_members(
-                    states, hyper, masks, Xd, Yd, program=program, n_steps=int(end - step), mesh=mesh)
-                chunk_costs, clean = _to_host((chunk_costs, clean))
-                for r, i in enumerate(real):
-                    if not alive[r]:
-                        continue
-                    finite = np.isfinite(chunk_costs[r])
-                    if finite[0]:
-                        costs[i, j], clean_costs[i, j] = chunk_costs[r, 0], clean[r]
-                    if not finite.all():  # as train does: keep the last finite parameters
-                        bad = int(np.argmax(~finite))
-                        diverged_at[i] = int(step) + bad
-                        one = _take((states, hyper, masks), r)
-                        final_states[i] = _host_state(replay(*one, Xj, Yj, program, bad))
-                        alive[r] = False
-                states = new_states
-                done += len(real) * int(end - step)
-                if on_progress is not None:
-                    on_progress(done, total)
-            host = _host_state(states)
+            progress = None if on_progress is None else partial(_progress, on_progress, done, len(real), total)
+            outcome = _train_members([configs[i] for i in idx], seed_of[idx], program, Xd, Yd, mesh, place,
+                                     progress)
+            done += len(real) * base.iterations
+            host = to_host(outcome.states._replace(key=None))
             for r, i in enumerate(real):
-                if alive[r]:
-                    final_states[i] = _take(host, r)
+                final[i], histories[i], diverged_at[i] = _member_of(outcome, host, r)
 
-    stacked = jax.tree_util.tree_map(lambda *a: np.stack(a), *final_states)
-    stacked = stacked._replace(key=_stack([key_of[int(s)] for s in seed_of]))
-    train_acc, test_acc, final_cost = np.zeros(n), None if X_test is None else np.zeros(n), np.zeros(n)
-    for i in range(n):  # as train does, one member at a time
-        params = {name: jnp.asarray(a[i]) for name, a in stacked.params.items()}
-        final_cost[i], train_acc[i], test = evaluate(params, configs[i].lambd, X, Y, X_test, Y_test)
-        if test_acc is not None:
-            test_acc[i] = test
+    params = jax.tree_util.tree_map(lambda *a: np.stack(a), *[state.params for state in final])
+    judged = _judge(params, configs, X, Y, X_test, Y_test)
+    iterations = next(h.iterations for h in histories)
+    states = jax.tree_util.tree_map(lambda *a: np.stack(a), *[state._replace(key=None) for state in final])
+    keys = jax.random.wrap_key_data(np.stack([key_data(seed=int(s))[0] for s in seed_of]))
     return SweepResult(
         lambd=np.asarray([c.lambd for c in configs]),
         keep_prob=tuple(c.keep_prob for c in configs),
         seed=seed_of.astype(np.int64),
-        states=stacked,
+        states=states._replace(key=keys),
         iterations=iterations,
-        costs=costs,
-        clean_costs=clean_costs,
-        final_cost=final_cost,
-        train_accuracy=train_acc,
-        test_accuracy=test_acc,
+        costs=np.concatenate([h.costs for h in histories]),
+        clean_costs=np.concatenate([h.clean_costs for h in histories]),
         diverged_at=diverged_at,
         configs=tuple(configs),
         n_programs=len(groups),
         n_chunks=n_chunks,
         n_devices=len(devices),
+        **judged,
+    )
+
+
+def _progress(on_progress, done: int, members: int, total: int, step: int, _iterations: int) -> None:
+    """A chunk's driver progress as member-iterations of the whole sweep."""
+    on_progress(done + members * step, total)
+
+
+def _grid(layer_dims, n_x: int, lambd, keep_prob, seeds, options: dict) -> tuple[list[TrainConfig], np.ndarray]:
+    """Every configuration, ``lambd`` slowest and seed fastest, and each one's seed."""
+    for name in ("key", "seed"):
+        if name in options:
+            raise TypeError(f"{name}: not a sweep option, expected seeds=N or seeds=[s, ...]")
+    lambds = _grid_values("lambd", lambd)
+    seed_list = _seeds(seeds)
+    keep_probs = _grid_values("keep_prob", keep_prob)
+    configs = [make_config(layer_dims, dict(options, lambd=lam, keep_prob=kp), n_x)
+               for lam in lambds for kp in keep_probs for _ in seed_list]
+    _distinct("lambd", [c.lambd for c in configs[:: len(keep_probs) * len(seed_list)]])
+    _distinct("keep_prob", [c.keep_prob for c in configs[: len(keep_probs) * len(seed_list): len(seed_list)]])
+    return configs, np.tile(np.asarray(seed_list, np.uint64), len(lambds) * len(keep_probs))
+
+
+def _budget(memory_budget, device) -> int:
+    if memory_budget is None:
+        return default_memory_budget(device)
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int | np.integer) or memory_budget < 1:
+        raise ValueError(f"memory_budget: got {memory_budget!r}, expected a number of bytes >= 1")
+    return int(memory_budget)
+
+
+def _placement(mesh: Mesh | None, devices: list):
+    """``place(array, spec)``: on the mesh with that partition spec, else on the one device."""
+    if mesh is None:
+        return lambda a, spec: jax.device_put(a, devices[0])
+    return lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))
+
+
+def _train_members(configs: list[TrainConfig], seeds: np.ndarray, program: Program, X, Y, mesh, place,
+                   on_chunk) -> Outcome:
+    """One chunk of members (a multiple of the device count), trained by the driver."""
+    base = configs[0]
+    data = np.stack([key_data(seed=int(s))[0] for s in seeds])
+    states = init_members(data, impl="threefry2x32", program=program.for_init())
+    hyper = jax.tree_util.tree_map(lambda *a: np.stack(a), *[hyper_of(c) for c in configs])
+    masks = [course_masks(c, X.shape[1]) for c in configs]
+    masks = None if masks[0] is None else jax.tree_util.tree_map(lambda *a: np.stack(a), *masks)
+    states, hyper, masks = (jax.tree_util.tree_map(lambda a: place(a, P(MEMBERS)), t) for t in (states, hyper, masks))
+
+    def run(states, n_steps):
+        return run_members(states, hyper, masks, X, Y, program=program, n_steps=n_steps, mesh=mesh)
+
+    def replay(states, r, n_steps):  # a diverged member alone, as train runs it: the same program
+        state, one = _host_member(states, r), _host_member((hyper, masks), r)
+        return state if n_steps == 0 else run_chunk(state, *one, X, Y, program=program, n_steps=n_steps)[0]
+
+    return drive(run, states, n=len(configs), start=0, total=base.iterations, log_every=base.log_every,
+                 on_chunk=on_chunk, replay=replay)
+
+
+def _host_member(tree, r: int):
+    """Member ``r`` of stacked arrays, on the host (typed keys kept as keys): no device work."""
+    def take(a):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(to_host(jax.random.key_data(a))[r], impl=str(jax.random.key_impl(a)))
+        return to_host(a)[r]
+
+    return jax.tree_util.tree_map(take, tree)
+
+
+def _member_of(outcome: Outcome, host: TrainState, r: int) -> tuple[TrainState, History, int]:
+    """Member ``r`` of a chunk (``host``: its final states on the host): its final state
+    (its last finite one after a divergence, as train keeps), its history and the
+    iteration it diverged at (-1: none)."""
+    at = int(outcome.diverged_at[r])
+    if at < 0:
+        state = jax.tree_util.tree_map(lambda a: a[r], host)
+    else:
+        state = to_host(outcome.last_finite[r]._replace(key=None))
+    history = outcome.history  # NaN where the member had diverged
+    one = History(history.iterations, history.costs[r:r + 1], history.clean_costs[r:r + 1])
+    return state._replace(key=None), one, at
+
+
+def _judge(params: dict, configs: list[TrainConfig], X, Y, X_test, Y_test) -> dict:
+    """Final costs and exact accuracies of every member, in one compiled call."""
+    dtype = configs[0].dtype
+    lambd = np.asarray([c.lambd for c in configs], dtype)
+    Xt = None if X_test is None else np.asarray(X_test, dtype)
+    out = to_host(evaluate_members(params, lambd, np.asarray(X, dtype), np.asarray(Y, dtype), Xt))
+    return dict(
+        final_cost=out.final_cost.astype(np.float64),
+        train_accuracy=np.mean(out.predictions == np.asarray(Y), axis=(1, 2)),
+        test_accuracy=None if X_test is None else np.mean(out.test_predictions == np.asarray(Y_test), axis=(1, 2)),
     )
 
 
@@ -424,7 +417,7 @@ def sweep(
 
 def train_data_parallel(X, Y, layer_dims: Sequence[int], *, devices: Sequence | None = None,
                         **kwargs) -> TrainResult:
-    """:func:`jaxreg.train.train` with the examples sharded over ``devices`` (default all).
+    """:func:`jaxreg.train` with the examples sharded over ``devices`` (default all).
 
     ``X``/``Y`` are split along ``m`` on a 1-D mesh, parameters stay replicated and XLA
     reduces the gradient sums across devices: the same run as on one device up to the
@@ -440,8 +433,5 @@ def train_data_parallel(X, Y, layer_dims: Sequence[int], *, devices: Sequence | 
     if used < len(devices):
         warnings.warn(f"train_data_parallel: m = {m} examples do not split evenly over {len(devices)} "
                       f"devices; using {used}", stacklevel=2)
-    dtype = jnp.dtype(kwargs.get("dtype", TrainConfig.dtype))
     by_example = NamedSharding(Mesh(np.asarray(devices[:used]), ("data",)), P(None, "data"))
-    Xs = jax.device_put(jnp.asarray(X, dtype), by_example)
-    Ys = jax.device_put(jnp.asarray(Y, dtype), by_example)
-    return train(Xs, Ys, layer_dims, **kwargs)
+    return train(X, Y, layer_dims, sharding=by_example, **kwargs)

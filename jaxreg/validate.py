@@ -8,9 +8,9 @@ message names the argument, what it got and what was expected. Value checks
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
-import jax
 import numpy as np
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
 
 def is_concrete(x) -> bool:
     """True unless ``x`` (or a leaf of it) is a JAX tracer."""
+    jax = sys.modules.get("jax")
+    if jax is None:  # no tracer exists before jax is imported (and this module does not import it)
+        return True
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
@@ -58,7 +61,7 @@ def keep_prob(value, n_hidden: int):
     Returns a tuple of ``n_hidden`` floats; a traced value (inside ``vmap``) is
     returned as a tuple of scalars without value checks."""
     if not is_concrete(value):
-        value = jax.numpy.asarray(value)
+        value = sys.modules["jax"].numpy.asarray(value)
         if value.ndim == 0:
             return (value,) * n_hidden
         if value.shape != (n_hidden,):

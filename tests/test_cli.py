@@ -12,7 +12,7 @@ import pytest
 
 from jaxreg import checkpoint
 from jaxreg.cli import main
-from jaxreg.train import train
+from jaxreg.training import train
 
 QUICK = ["--iterations", "300", "--log-every", "100", "--layers", "6,3"]
 

@@ -9,8 +9,9 @@ import pytest
 from jax.extend.random import threefry2x32_p
 
 import jaxreg
-from jaxreg import model
-from jaxreg.train import Program, hyper_of, init_state, make_config, make_optimizer, run_chunk
+from jaxreg import masks as model
+from jaxreg.config import TrainConfig
+from jaxreg.programs import Program, hyper_of, init_state, key_data, make_optimizer, run_chunk
 
 
 def test_threefry_is_jaxs_bit_for_bit():
@@ -65,8 +66,8 @@ def test_lanes_and_neighbours_are_independent():
 
 def test_keep_mask_shapes_and_streams():
     key = jax.random.key(4)
-    assert jaxreg.model.keep_mask(key, (), 0.5).shape == ()
-    assert jaxreg.model.keep_mask(key, (3, 4, 5), 0.5).shape == (3, 4, 5)
+    assert model.keep_mask(key, (), 0.5).shape == ()
+    assert model.keep_mask(key, (3, 4, 5), 0.5).shape == (3, 4, 5)
     assert [model.keep_mask(key, s, 0.5).shape for s in [(0, 5), (3, 0), (0,)]] == [(0, 5), (3, 0), (0,)]
     with pytest.raises(ValueError, match="shape: got"):
         model.keep_mask(key, (2**18, 2**17), 0.5)
@@ -121,8 +122,9 @@ def test_compiled_loop_uses_dropout_masks_of_fold_in(dims, m, n_steps):
     rng = np.random.default_rng(1)
     X = jnp.asarray(rng.standard_normal((2, m)))
     Y = jnp.asarray(rng.random((1, m)) < 0.5, jnp.float64)
-    config = make_config(dims, n_x=2, keep_prob=0.8, lambd=0.1, learning_rate=0.05, dtype="float64")
-    state = init_state(config, jax.random.key(3))._replace(step=jnp.asarray(5, jnp.int32))
+    config = TrainConfig(dims, keep_prob=0.8, lambd=0.1, learning_rate=0.05, dtype="float64")
+    data, impl = key_data(jax.random.key(3))
+    state = init_state(data, impl=impl, program=Program.of(config).for_init())._replace(step=jnp.asarray(5, jnp.int32))
     hyper = hyper_of(config)
     new, costs, _ = run_chunk(state, hyper, None, X, Y, program=Program.of(config), n_steps=n_steps)
     (params, _), want = _plain_loop(state, hyper, X, Y, dims, n_steps)

@@ -16,9 +16,10 @@ import pytest
 
 from jaxreg import plotting
 from jaxreg.cli import main
-from jaxreg.model import dropout_masks, forward, init_params, predict_proba
+from jaxreg.masks import dropout_masks
+from jaxreg.model import forward, init_params, predict_proba
 from jaxreg.sweep import member_bytes, sweep
-from jaxreg.train import TrainingDiverged, train
+from jaxreg.training import TrainingDiverged, train
 from jaxreg.uncertainty import predict_mc
 
 DIMS = [2, 6, 3, 1]
@@ -133,7 +134,7 @@ SHARDED = textwrap.dedent("""
     import numpy as np
     jax.config.update("jax_enable_x64", True)
     from jaxreg.sweep import sweep, train_data_parallel
-    from jaxreg.train import train
+    from jaxreg.training import train
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2, 48))

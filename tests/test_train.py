@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxreg import checkpoint
-from jaxreg.train import TrainingDiverged, run_chunk, train
+from jaxreg.programs import run_chunk
+from jaxreg.training import TrainingDiverged, train
 
 COURSE_TABLE = {
     "no_reg": ({}, 0.9478672985781991, 0.915, (0.6557412523481002, 0.16329987525724196, 0.13851642423266772)),

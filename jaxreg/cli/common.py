@@ -1,0 +1,242 @@
+"""What the commands share: flags, data, the run's configuration, JAX's start, progress, output.
+
+Imports stay inside the functions that need them (JAX, plotting, tqdm): the flags and the
+data are checked before JAX starts, so bad input is answered at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+DEFAULT_HIDDEN = (20, 3)  # the reference network [n_x, 20, 3, 1]
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other bad input
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """``"0.9"`` or ``"0.9,0.6"`` (one value per hidden layer)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """``"20,3"``: hidden widths."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def add_data_flags(p) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="PATH", help="a .npz, .mat or .csv file (see jaxreg.data)")
+    source.add_argument("--dataset", metavar="NAME", default="default",
+                        help="a built-in dataset: default, moons, circles, spiral (default: default)")
+    p.add_argument("--test-data", metavar="PATH", help="a second .csv as test set (with --data FILE.csv)")
+
+
+def add_training_flags(p, *, regularization: bool = True, seed: bool = True) -> None:
+    """The flags `train`, `compare` and `sweep` share (defaults: the textbook's)."""
+    from jaxreg.config import INITS, MASK_SCHEDULES, OPTIMIZERS
+
+    p.add_argument("--layers", type=ints, default=DEFAULT_HIDDEN, metavar="N1,N2,...",
+                   help="hidden widths (default 20,3)")
+    if regularization:
+        p.add_argument("--lambd", type=float, default=0.0, help="L2 strength (default 0)")
+        p.add_argument("--keep-prob", type=floats, default=(1.0,), metavar="P[,P...]",
+                       help="probability of keeping a hidden unit, one value or one per hidden layer")
+    p.add_argument("--learning-rate", type=float, default=0.3, help="(default 0.3)")
+    p.add_argument("--iterations", type=int, default=30000, help="the run's total length (default 30000)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled weight decay of the weights, apart from --lambd (default 0)")
+    p.add_argument("--init", choices=INITS, default="he")
+    p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="key for initialisation and dropout masks")
+    p.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    p.add_argument("--log-every", type=int, default=1000, help="record the cost every N iterations")
+    add_run_flags(p)
+
+
+def add_run_flags(p) -> None:
+    """Flags of every command that computes."""
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not use the compilation cache (default: on, in $JAXREG_CACHE_DIR or ~/.cache/jaxreg; "
+                   "JAXREG_CACHE_DIR= turns it off)")
+
+
+# ----------------------------------------------------------------------------- data and configuration
+
+
+def dataset(args):
+    from jaxreg import data
+
+    if args.test_data and not args.data:
+        raise UsageError("jaxreg: --test-data goes with --data")
+    if args.data:
+        return data.load(args.data, test_path=args.test_data)
+    return data.make_dataset(args.dataset)
+
+
+def config(args, n_x: int, **overrides):
+    """The :class:`~jaxreg.config.TrainConfig` the shared flags give (validated, no JAX)."""
+    from jaxreg.config import TrainConfig
+
+    options = dict(
+        learning_rate=args.learning_rate, iterations=args.iterations, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
+        log_every=args.log_every,
+    )
+    return TrainConfig(layer_dims=(n_x, *args.layers, 1), **{**options, **overrides})
+
+
+def start_jax(args):
+    """Start JAX for the command: float64 where asked, the compilation cache unless
+    ``--no-cache``. Returns a :class:`~jaxreg.compilation.CompileClock`."""
+    import warnings
+
+    import jax
+
+    from jaxreg import compilation
+
+    if getattr(args, "precision", None) == "float64":
+        jax.config.update("jax_enable_x64", True)
+    if not args.no_cache:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compilation.enable_cache()
+        for w in caught:
+            print(f"jaxreg: warning: {w.message}", file=sys.stderr)
+    return compilation.CompileClock()
+
+
+# ----------------------------------------------------------------------------- running
+
+
+class Progress:
+    """A tqdm bar on an interactive stderr for runs longer than a second; else nothing."""
+
+    def __init__(self, total: int, quiet: bool, desc: str = "training"):
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="it", delay=1.0, file=sys.stderr, leave=False)
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Timed:
+    """Wall seconds of a ``with`` block, split into compile (``clock``) and run seconds."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def __enter__(self):
+        self.start, self.compile_start = time.perf_counter(), self.clock.seconds
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        self.compile_seconds = min(self.clock.seconds - self.compile_start, self.seconds)
+        self.run_seconds = self.seconds - self.compile_seconds
+
+    def to_json(self) -> dict:
+        return {"seconds": round(self.seconds, 3), "compile_seconds": round(self.compile_seconds, 3),
+                "run_seconds": round(self.run_seconds, 3)}
+
+
+def fit(dataset, config, seed, progress, **options):
+    """:func:`jaxreg.train` on the dataset, closing the progress bar however it ends."""
+    from jaxreg.training import train
+
+    try:
+        return train(dataset.X, dataset.Y, config, seed=seed, X_test=dataset.X_test, Y_test=dataset.Y_test,
+                     on_chunk=progress, **options)
+    finally:
+        progress.close()
+
+
+def run_name(config) -> str:
+    parts = [f"lambd {config.lambd:g}"] if config.lambd else []
+    if config.dropout:
+        parts.append("keep_prob " + ",".join(f"{p:g}" for p in config.keep_prob))
+    return ", ".join(parts) or "no regularization"
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def histories(result) -> dict:
+    """A TrainResult's cost histories for JSON: ``[[iteration, cost], ...]``."""
+    return {name: [[int(i), float(c)] for i, c in zip(result.iterations, getattr(result, name), strict=True)]
+            for name in ("costs", "clean_costs")}
+
+
+def summary(result, timed: Timed) -> dict:
+    return {
+        "train_accuracy": result.train_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "final_cost": result.final_cost,
+        **histories(result),
+        **timed.to_json(),
+    }
+
+
+def print_json(report: dict) -> None:
+    print(json.dumps(report))
+
+
+def boundary(result, dataset, resolution: int = 300) -> dict:
+    """Everything a decision-boundary plot needs, as plain arrays: ``P(y=1)`` on a grid
+    over the training examples' first two features."""
+    import numpy as np
+
+    from jaxreg.model import predict_proba
+
+    lo, hi = dataset.X[:2].min(axis=1), dataset.X[:2].max(axis=1)
+    pad = 0.05 * (hi - lo)
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.stack([xx.ravel(), yy.ravel()]).astype(result.params["W1"].dtype)
+    proba = np.asarray(predict_proba(result.params, grid)).reshape(xx.shape)
+    return {"xx": xx, "yy": yy, "proba": proba}
+
+
+def write_figure(path, runs: dict, dataset) -> None:
+    from jaxreg import plotting
+    from jaxreg.files import atomic_write
+
+    if dataset.X.shape[0] != 2:
+        raise ValueError(f"--plot: the data has {dataset.X.shape[0]} features, expected 2 to draw boundaries")
+    panels = [
+        {"title": name, **boundary(result, dataset), "iterations": result.iterations,
+         "costs": result.costs, "clean_costs": result.clean_costs,
+         "train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
+        for name, result in runs.items()
+    ]
+    atomic_write(path, plotting.compare_figure(panels, dataset.X, dataset.Y, title=dataset.name))

@@ -1,0 +1,63 @@
+"""``jaxreg compare``: no regularization, L2 and dropout side by side (the demo)."""
+
+from __future__ import annotations
+
+from jaxreg.cli import common
+from jaxreg.config import check_seed
+
+COMPARE_OUT = "out/compare.png"
+
+
+def add(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="no regularization vs L2 vs dropout, side by side (the demo)",
+        description="Train the same network three ways (no regularization, L2, dropout) on the same data, "
+        "print their accuracies and write one figure with the decision boundaries and cost curves.")
+    common.add_data_flags(p)
+    common.add_training_flags(p, regularization=False)
+    p.add_argument("--lambd", type=float, default=0.7, help="L2 strength of the L2 run (default 0.7)")
+    p.add_argument("--keep-prob", type=common.floats, default=(0.86,), metavar="P[,P...]",
+                   help="keep_prob of the dropout run (default 0.86)")
+    p.add_argument("--plot", metavar="PATH", default=COMPARE_OUT, help=f"the figure (default {COMPARE_OUT})")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    check_seed(args.seed, "--seed")
+    dataset = common.dataset(args)
+    n_x = dataset.X.shape[0]
+    configs = {
+        "no regularization": common.config(args, n_x),
+        f"L2, lambd {args.lambd:g}": common.config(args, n_x, lambd=args.lambd),
+        "dropout, keep_prob " + ",".join(f"{p:g}" for p in args.keep_prob): common.config(
+            args, n_x, keep_prob=args.keep_prob),
+    }
+    clock = common.start_jax(args)
+    runs, timing = {}, {}
+    for name, config in configs.items():
+        with common.Timed(clock) as timing[name]:
+            runs[name] = common.fit(dataset, config, args.seed, common.Progress(args.iterations, args.json, name))
+    figure = args.plot if n_x == 2 else None
+    if figure:
+        common.write_figure(figure, runs, dataset)
+    if args.json:
+        common.print_json({"data": dataset.name, "layer_dims": list(configs[next(iter(configs))].layer_dims),
+                           "seed": args.seed, "figure": figure,
+                           "runs": {name: {**common.summary(r, timing[name]), "config": r.config.to_json()}
+                                    for name, r in runs.items()}})
+        return 0
+    layer_dims = list(runs[next(iter(runs))].config.layer_dims)
+    print(f"{dataset.name}: {dataset.X.shape[1]} training examples"
+          + (f", {dataset.X_test.shape[1]} test examples" if dataset.X_test is not None else "")
+          + f"; layers {layer_dims}, lr {args.learning_rate}, {args.iterations} iterations, {args.precision}")
+    print(f"\n{'run':<28} {'train acc':>9} {'test acc':>9} {'final cost':>11} {'compile s':>9} {'run s':>6}")
+    for name, r in runs.items():
+        test = "n/a" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"
+        t = timing[name]
+        print(f"{name:<28} {r.train_accuracy:>9.4f} {test:>9} {r.final_cost:>11.6f} "
+              f"{t.compile_seconds:>9.2f} {t.run_seconds:>6.2f}")
+    print("final cost: the full network's (L2 term included, no dropout) at the final parameters;\n"
+          "compile s: tracing and compiling (or loading from the cache), run s: the rest")
+    if figure:
+        print(f"\nfigure written to {figure}")
+    return 0

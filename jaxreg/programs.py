@@ -1,0 +1,272 @@
+"""The compiled programs a run is made of: initialise, train a chunk, evaluate.
+
+Each is a pure function of one member (one configuration and key), compiled once per
+static structure (:class:`Program`) and shapes: hyperparameter values are traced
+(:class:`Hyper`), so changing them never recompiles. A run of one member calls
+:func:`init_state`, :func:`run_chunk` and :func:`evaluate`; a sweep calls the same
+functions over a leading member axis (:func:`init_members`, :func:`run_members`,
+:func:`evaluate_members`: ``jax.vmap``, and ``shard_map`` over a mesh of devices).
+Nothing here runs op by op: keys are split and folded inside the programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from jaxreg import reference
+from jaxreg.config import TrainConfig
+from jaxreg.masks import dropout_masks, mask_bits, mask_bits_bytes, masks_from_bits
+from jaxreg.model import init_params, loss, predict, predict_proba
+
+__all__ = [
+    "MOMENTUM",
+    "Program",
+    "TrainState",
+    "Hyper",
+    "Evaluation",
+    "make_optimizer",
+    "hyper_of",
+    "key_data",
+    "init_state",
+    "run_chunk",
+    "evaluate",
+    "init_members",
+    "run_members",
+    "evaluate_members",
+]
+
+MOMENTUM = 0.9  # the usual heavy-ball coefficient for optimizer="momentum"
+MEMBERS = "members"  # the mesh axis a sweep's members are sharded over
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The static part of a config: what changes the compiled program (hashable)."""
+
+    layer_dims: tuple[int, ...]
+    optimizer: str
+    decay: bool  # decoupled weight decay on (its value is traced)
+    dropout: bool  # False: no masks at all (every keep_prob is 1)
+    masks: str  # the mask schedule: "per-step", "fixed" or "course"
+    init: str
+    dtype: str
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> Program:
+        return cls(config.layer_dims, config.optimizer, config.weight_decay > 0, config.dropout, config.masks,
+                   config.init, config.dtype)
+
+    def for_init(self) -> Program:
+        """The part initialisation depends on: runs with and without dropout share one init program."""
+        return dataclasses.replace(self, dropout=False, masks="per-step")
+
+
+class TrainState(NamedTuple):
+    """What a run carries from step to step (and what a checkpoint stores)."""
+
+    params: dict  # {"W<l>": (n_l, n_{l-1}), "b<l>": (n_l, 1)} in the run's dtype
+    opt_state: Any  # the optax optimizer's state for params
+    key: jax.Array  # the run's base key (init and mask keys are split from it)
+    step: jax.Array  # int32 scalar: the number of updates done so far
+
+
+class Hyper(NamedTuple):
+    """The hyperparameters that are traced values (vmapped over by sweeps), in the run's dtype."""
+
+    lambd: Any  # scalar
+    keep_prob: Any  # (n_hidden,)
+    learning_rate: Any  # scalar
+    weight_decay: Any  # scalar; used where Program.decay
+
+
+class Evaluation(NamedTuple):
+    """Trained parameters judged: the full network (L2 included, no dropout)."""
+
+    final_cost: jax.Array  # scalar: cross-entropy + L2 term at the parameters
+    predictions: jax.Array  # (1, m) int32 on the training set
+    test_predictions: jax.Array | None  # (1, m_test) int32, None without a test set
+    grid_proba: jax.Array | None  # (1, g) P(y = 1) at extra points (a figure's grid), or None
+
+
+def _weights_only(params: dict) -> dict:
+    return {k: k.startswith("W") for k in params}
+
+
+def make_optimizer(name: str, learning_rate, weight_decay=None) -> optax.GradientTransformation:
+    """Plain gradient descent (``"sgd"``), heavy-ball momentum or Adam, from optax.
+
+    ``weight_decay`` (None: none) decays the weights (not the biases) after the
+    optimizer's transformation and before the learning rate, as AdamW does: under plain
+    SGD it equals L2 in the loss with ``weight_decay = lambd/m``."""
+    base = {
+        "sgd": optax.identity,
+        "momentum": lambda: optax.trace(decay=MOMENTUM),
+        "adam": optax.scale_by_adam,
+    }[name]()
+    decay = [] if weight_decay is None else [optax.add_decayed_weights(weight_decay, mask=_weights_only)]
+    return optax.chain(base, *decay, optax.scale_by_learning_rate(learning_rate))
+
+
+def _optimizer(program: Program, hyper: Hyper) -> optax.GradientTransformation:
+    return make_optimizer(program.optimizer, hyper.learning_rate, hyper.weight_decay if program.decay else None)
+
+
+def hyper_of(config: TrainConfig) -> Hyper:
+    """The traced hyperparameters of ``config``, as NumPy values (no device work)."""
+    dtype = np.dtype(config.dtype)
+    return Hyper(*(np.asarray(v, dtype) for v in (config.lambd, config.keep_prob, config.learning_rate,
+                                                   config.weight_decay)))
+
+
+def key_data(key=None, seed: int | None = None) -> tuple[np.ndarray, str]:
+    """``(data, impl)`` of a key, on the host: a typed key, a legacy ``uint32[2]`` key, or
+    ``jax.random.key(seed)``'s words ``[seed >> 32, seed & 0xFFFFFFFF]`` for a seed
+    ``0 <= seed < 2**64`` (threefry), computed without running anything on a device."""
+    if key is None:
+        return np.asarray([seed >> 32, seed & 0xFFFFFFFF], np.uint32), "threefry2x32"
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key)), str(jax.random.key_impl(key))
+    return np.asarray(key, np.uint32), "threefry2x32"
+
+
+# ----------------------------------------------------------------------------- one member
+
+
+def _initial_params(program: Program, init_key) -> dict:
+    dtype = jnp.dtype(program.dtype)
+    if program.init == "course":
+        return {k: jnp.asarray(v, dtype) for k, v in reference.init_params(program.layer_dims).items()}
+    return init_params(init_key, program.layer_dims, program.init, dtype)
+
+
+def _init_state(data, *, impl: str, program: Program) -> TrainState:
+    """Step 0: parameters from ``program.init`` and the init half of the key ``data``
+    (``impl``'s words; pass ``program.for_init()``)."""
+    key = jax.random.wrap_key_data(data, impl=impl)
+    init_key, _ = jax.random.split(key)
+    params = _initial_params(program, init_key)
+    opt_state = make_optimizer(program.optimizer, 1.0, 0.0 if program.decay else None).init(params)
+    return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32))
+
+
+def _run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program, n_steps: int):
+    """``n_steps`` updates from ``state``, as ``lax.scan`` loops.
+
+    Returns ``(state, costs (n_steps,), clean_cost)``: the training cost of each step
+    (computed before its update, as the textbook prints it) and the cost of the
+    full network without dropout at the chunk's first step. ``masks`` are the masks
+    of every step for the ``course`` schedule, else None: per-step masks are
+    ``dropout_masks(fold_in(mask_key, t), ...)``, fixed ones ``dropout_masks(mask_key, ...)``."""
+    optimizer = _optimizer(program, hyper)
+    keep_prob = tuple(hyper.keep_prob[i] for i in range(len(program.layer_dims) - 2))
+    mask_key = jax.random.split(state.key)[1]
+    m = X.shape[1]
+
+    def step(carry, step_masks):
+        params, opt_state = carry
+        cost, grads = jax.value_and_grad(loss)(
+            params, X, Y, lambd=hyper.lambd, masks=step_masks, keep_prob=keep_prob
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), cost
+
+    def bits(t):  # the packed bits of step t's masks, dropout_masks(fold_in(mask_key, t), ...)
+        return mask_bits(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
+
+    def per_step(carry, step_bits):
+        return step(carry, masks_from_bits(step_bits, program.layer_dims, m, keep_prob))
+
+    def blocks(carry, start, n_blocks: int, size: int):
+        # Per-step masks: each block's bits are drawn in one vectorised call (a few large
+        # kernels instead of a few small ones per step); each step builds its masks from its
+        # bits, exactly those of dropout_masks(fold_in(mask_key, t), ...).
+        def block(carry, b):
+            block_bits = jax.vmap(bits)(start + b * size + jnp.arange(size, dtype=jnp.int32))
+            # Index the block by step inside the loop rather than scanning over it: under a
+            # sweep's vmap the scanned axis would not lead, and the block would be transposed.
+            return jax.lax.scan(lambda c, i: per_step(c, block_bits[i]), carry, jnp.arange(size))
+
+        carry, costs = jax.lax.scan(block, carry, jnp.arange(n_blocks))
+        return carry, costs.reshape(n_blocks * size)
+
+    clean_cost = loss(state.params, X, Y, lambd=hyper.lambd)
+    carry = (state.params, state.opt_state)
+    if program.dropout and program.masks == "fixed":
+        masks = dropout_masks(mask_key, program.layer_dims, m, keep_prob)
+    if not program.dropout or masks is not None:
+        fixed = masks if program.dropout else None
+        carry, costs = jax.lax.scan(lambda c, _: step(c, fixed), carry, length=n_steps)
+    else:
+        # Steps per block: the block's bits within about 1 MiB (a byte per four mask entries).
+        # A divisor of n_steps if one is near, else a remainder block (one more trace of the step).
+        size = max(1, min(n_steps, 2**20 // mask_bits_bytes(program.layer_dims, m)))
+        size = next((d for d in range(size, (size + 3) // 4 - 1, -1) if n_steps % d == 0), size)
+        carry, costs = blocks(carry, state.step, n_steps // size, size)
+        if n_steps % size:
+            carry, rest = blocks(carry, state.step + n_steps - n_steps % size, 1, n_steps % size)
+            costs = jnp.concatenate([costs, rest])
+    params, opt_state = carry
+    return TrainState(params, opt_state, state.key, state.step + n_steps), costs, clean_cost
+
+
+def _evaluate(params: dict, lambd, X, Y, X_test=None, grid=None) -> Evaluation:
+    """The full network's cost (L2 included, no dropout) and its predictions."""
+    return Evaluation(
+        final_cost=loss(params, X, Y, lambd=lambd),
+        predictions=predict(params, X),
+        test_predictions=None if X_test is None else predict(params, X_test),
+        grid_proba=None if grid is None else predict_proba(params, grid),
+    )
+
+
+init_state = jax.jit(_init_state, static_argnames=("impl", "program"))
+init_state.__doc__ = "Compiled :func:`_init_state`: ``init_state(key_data, impl=..., program=...)``."
+run_chunk = jax.jit(_run_chunk, static_argnames=("program", "n_steps"))
+run_chunk.__doc__ = _run_chunk.__doc__
+evaluate = jax.jit(_evaluate)
+evaluate.__doc__ = _evaluate.__doc__
+
+
+# ----------------------------------------------------------------------------- members
+
+
+def _sharded(fn, mesh: Mesh | None, n_member_args: int, n_shared_args: int):
+    """``fn`` over members sharded on ``mesh`` (data replicated), or ``fn`` itself without one."""
+    if mesh is None:
+        return fn
+    members = P(MEMBERS)
+    # No collectives, so nothing for the varying-axes check to guard; and it rejects the mask
+    # draw's conditional once vmap has turned it into a select (jax 0.10).
+    return jax.shard_map(fn, mesh=mesh, in_specs=(members,) * n_member_args + (P(),) * n_shared_args,
+                         out_specs=members, check_vma=False)
+
+
+@partial(jax.jit, static_argnames=("impl", "program"))
+def init_members(data, *, impl: str, program: Program) -> TrainState:
+    """:func:`init_state` for a stack of key data ``(n, words)``: states with a leading axis ``n``."""
+    return jax.vmap(partial(_init_state, impl=impl, program=program))(data)
+
+
+@partial(jax.jit, static_argnames=("program", "n_steps", "mesh"))
+def run_members(states, hyper, masks, X, Y, *, program: Program, n_steps: int, mesh: Mesh | None = None):
+    """:func:`run_chunk` for a stack of members (leading axis of states, hyper, masks):
+    costs ``(n, n_steps)``, clean costs ``(n,)``. On a ``mesh``, each device runs its share
+    of the members (axis ``"members"``), data replicated, no communication."""
+    run = jax.vmap(partial(_run_chunk, program=program, n_steps=n_steps), in_axes=(0, 0, 0, None, None))
+    return _sharded(run, mesh, 3, 2)(states, hyper, masks, X, Y)
+
+
+@partial(jax.jit, static_argnames=("mesh",))
+def evaluate_members(params, lambd, X, Y, X_test=None, *, mesh: Mesh | None = None) -> Evaluation:
+    """:func:`evaluate` for stacked parameters and ``lambd`` ``(n,)``: each field with a leading axis ``n``."""
+    run = jax.vmap(_evaluate, in_axes=(0, 0, None, None, None))
+    return _sharded(run, mesh, 2, 3)(params, lambd, X, Y, X_test)

@@ -1,0 +1,245 @@
+"""Training one network: :func:`train`, the one-member run of :func:`jaxreg.driver.drive`.
+
+Iterations run inside compiled ``lax.scan`` loops (:func:`jaxreg.programs.run_chunk`)
+in chunks that end at multiples of ``log_every`` (and at the end); gradients come from
+``jax.grad(jaxreg.loss)`` (L2 is always the loss term), updates from optax.
+
+Dropout mask schedules:
+
+* ``"per-step"``: step ``t`` uses ``dropout_masks(fold_in(mask_key, t), ...)``, so a
+  step's mask never depends on how the loop was chunked or resumed;
+* ``"fixed"``: ``dropout_masks(mask_key, ...)`` at every step;
+* ``"course"``: the textbook's masks (``reference.course_masks``), at every step
+  (the textbook reseeds NumPy in each forward pass, so its run uses one mask).
+
+``mask_key`` and the initialisation key come from ``jax.random.split(key)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxreg import checkpoint as ckpt
+from jaxreg import reference, validate
+from jaxreg.config import TrainConfig, check_seed
+from jaxreg.driver import History, Outcome, drive
+from jaxreg.programs import Program, TrainState, evaluate, hyper_of, init_state, key_data, run_chunk
+
+__all__ = ["TrainResult", "TrainingDiverged", "train", "data_fingerprint", "judge"]
+
+
+class TrainResult(NamedTuple):
+    """A finished run: final parameters and state, history, accuracies."""
+
+    params: dict
+    state: TrainState
+    iterations: np.ndarray  # (k,) the logged iterations: 0, log_every, 2*log_every, ...
+    costs: np.ndarray  # (k,) training cost at those iterations (with dropout where on)
+    clean_costs: np.ndarray  # (k,) cost of the full network, without dropout, same iterations
+    final_cost: float  # cost of the full network (L2 included, no dropout) at the final parameters
+    train_accuracy: float
+    test_accuracy: float | None
+    config: TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The cost turned NaN or infinite. ``result`` holds the last finite parameters."""
+
+    def __init__(self, iteration: int, cost: float, result: TrainResult):
+        super().__init__(
+            f"training diverged at iteration {iteration} (cost {cost}); the parameters of "
+            f"iteration {int(result.state.step)} were kept: try a smaller learning rate"
+        )
+        self.iteration = iteration
+        self.result = result
+
+
+def _key_arg(key, seed) -> tuple[np.ndarray, str]:
+    """The run's key as host key data: ``key``, else ``jax.random.key(seed)`` (seed 0 by default)."""
+    if key is None:
+        return key_data(seed=check_seed(0 if seed is None else seed))
+    if seed is not None:
+        raise TypeError("key, seed: got both, expected one (the key is jax.random.key(seed))")
+    dtype = getattr(key, "dtype", None)
+    if not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ()) and not (
+        getattr(key, "shape", None) == (2,) and dtype == np.uint32
+    ):
+        raise TypeError(f"key: got {type(key).__name__}, expected one jax.random.key or PRNGKey")
+    return key_data(key)
+
+
+def make_config(layer_dims, options: dict, n_x: int) -> TrainConfig:
+    """``layer_dims`` as a :class:`TrainConfig` (or the keywords that make one), checked against ``n_x``."""
+    if isinstance(layer_dims, TrainConfig):
+        if options:
+            raise TypeError(f"{', '.join(options)}: got options beside a TrainConfig, expected them in it")
+        config = layer_dims
+    else:
+        config = TrainConfig(layer_dims=layer_dims, **options)
+    if config.layer_dims[0] != n_x:
+        raise ValueError(f"layer_dims: got n_x = {config.layer_dims[0]}, expected {n_x} (X has {n_x} features)")
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype: got 'float64' but jax_enable_x64 is off, expected it on: "
+            "call jax.config.update('jax_enable_x64', True) first"
+        )
+    return config
+
+
+def data_fingerprint(X, Y) -> str:
+    """sha256 of the training data, so a checkpoint is not resumed on other data."""
+    digest = hashlib.sha256()
+    for a in (X, Y):
+        a = np.ascontiguousarray(np.asarray(a, np.float64))
+        digest.update(str(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def course_masks(config: TrainConfig, m: int):
+    """The textbook's masks for the ``course`` schedule (with dropout), else None."""
+    if config.masks != "course" or not config.dropout:
+        return None
+    return tuple(np.asarray(d, bool) for d in reference.course_masks(config.layer_dims, m, config.keep_prob))
+
+
+def train(
+    X,
+    Y,
+    layer_dims: Sequence[int] | TrainConfig,
+    *,
+    key=None,
+    seed: int | None = None,
+    X_test=None,
+    Y_test=None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    on_chunk: Callable[[int, int], None] | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+    **options,
+) -> TrainResult:
+    """Train the network on ``X (n_x, m)``, ``Y (1, m)``.
+
+    ``layer_dims`` is a :class:`TrainConfig`, or ``[n_x, n_1, ..., 1]`` with ``options``
+    the other fields of one (``lambd``, ``keep_prob``, ``learning_rate``, ``iterations``,
+    ``optimizer``, ``weight_decay``, ``init``, ``masks``, ``log_every``, ``dtype``).
+    ``key`` or ``seed`` (giving ``jax.random.key(seed)``; seed 0 when neither is given)
+    drives initialisation and masks. With ``checkpoint``, the state is saved atomically
+    every ``checkpoint_every`` iterations (rounded up to a chunk end) and at the end;
+    ``resume=True`` continues from it up to ``iterations``. ``on_chunk(step, total)`` is
+    called after each chunk. ``sharding`` places ``X`` and ``Y`` (e.g. examples split
+    over devices); by default they go to one device.
+
+    Raises :class:`TrainingDiverged` when the cost turns NaN or infinite."""
+    validate.train_and_test(X, Y, X_test, Y_test)
+    config = make_config(layer_dims, options, X.shape[0])
+    data, impl = _key_arg(key, seed)
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int | np.integer)
+        or checkpoint_every < 1
+    ):
+        raise ValueError(f"checkpoint_every: got {checkpoint_every!r}, expected an integer >= 1")
+    if resume and checkpoint is None:
+        raise ValueError("resume: got True without a checkpoint path, expected checkpoint=PATH")
+
+    program, hyper = Program.of(config), hyper_of(config)
+    Xd, Yd = (jax.device_put(np.asarray(a, config.dtype), sharding) for a in (X, Y))
+    state = init_state(data, impl=impl, program=program.for_init())
+    meta = {"config": config.to_json(), "data": data_fingerprint(X, Y)}
+    history = None
+    if resume:
+        state, history = _resume(checkpoint, state, meta, config.iterations)
+    masks = course_masks(config, X.shape[1])
+
+    def run(state, n_steps):
+        return run_chunk(state, hyper, masks, Xd, Yd, program=program, n_steps=n_steps)
+
+    def save(outcome: Outcome):
+        state, logged = _member(outcome)
+        ckpt.save(checkpoint, state, {**meta, "history": {
+            "iterations": logged.iterations.tolist(), "costs": logged.costs[0].tolist(),
+            "clean_costs": logged.clean_costs[0].tolist()}})
+
+    start = int(state.step)
+    outcome = drive(run, state, n=1, start=start, total=config.iterations, log_every=config.log_every,
+                    history=history, save=None if checkpoint is None else save, save_every=checkpoint_every,
+                    on_chunk=on_chunk)
+    state, logged = _member(outcome)
+    result = _result(state, logged, config, X, Y, X_test, Y_test, hyper.lambd)
+    if outcome.diverged_at[0] >= 0:
+        iteration = int(outcome.diverged_at[0])
+        raise TrainingDiverged(iteration, _cost_at(outcome, iteration), result)
+    return result
+
+
+def _member(outcome: Outcome) -> tuple[TrainState, History]:
+    """The one member's state and history; after a divergence, its last finite ones."""
+    if outcome.diverged_at[0] < 0:
+        return outcome.states, outcome.history
+    return outcome.last_finite[0], outcome.history.up_to(0, int(outcome.diverged_at[0]))
+
+
+def _cost_at(outcome: Outcome, iteration: int) -> float:
+    """The non-finite cost that stopped the run (NaN where the history did not log it)."""
+    hit = np.flatnonzero(outcome.history.iterations == iteration)
+    return float(outcome.history.costs[0, hit[0]]) if hit.size else float("nan")
+
+
+def judge(params: dict, lambd, X, Y, X_test=None, Y_test=None) -> tuple[float, float, float | None]:
+    """``(final_cost, train_accuracy, test_accuracy)`` of trained parameters, in one compiled
+    call: the full network's cost (L2 included, no dropout), and accuracies counted
+    exactly on the host (None without a test set)."""
+    dtype = params["W1"].dtype
+    Xt = None if X_test is None else np.asarray(X_test, dtype)
+    out = evaluate(params, np.asarray(lambd, dtype), np.asarray(X, dtype), np.asarray(Y, dtype), Xt)
+    test = None if X_test is None else float(np.mean(np.asarray(out.test_predictions) == np.asarray(Y_test)))
+    return float(out.final_cost), float(np.mean(np.asarray(out.predictions) == np.asarray(Y))), test
+
+
+def _result(state, history: History, config, X, Y, X_test, Y_test, lambd) -> TrainResult:
+    final_cost, train_accuracy, test_accuracy = judge(state.params, lambd, X, Y, X_test, Y_test)
+    return TrainResult(
+        params=state.params,
+        state=state,
+        iterations=history.iterations,
+        costs=history.costs[0],
+        clean_costs=history.clean_costs[0],
+        final_cost=final_cost,
+        train_accuracy=train_accuracy,
+        test_accuracy=test_accuracy,
+        config=config,
+    )
+
+
+def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[TrainState, History]:
+    """Load a checkpoint written by :func:`train` and check it belongs to this run."""
+    state, stored = ckpt.load(path, like=template)
+    mine, theirs = dict(meta["config"]), dict(stored.get("config", {}))
+    mine.pop("iterations"), theirs.pop("iterations", None)
+    differing = sorted(k for k in set(mine) | set(theirs) if _jsonable(mine.get(k)) != theirs.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, run {mine.get(k)!r}" for k in differing)
+        raise ValueError(f"checkpoint {path}: incompatible configuration ({detail})")
+    if stored.get("data") != meta["data"]:
+        raise ValueError(f"checkpoint {path}: it was written for other training data")
+    if int(state.step) > iterations:
+        raise ValueError(
+            f"checkpoint {path}: it is at step {int(state.step)}, past iterations = {iterations}; "
+            "expected iterations >= the checkpoint's step (iterations is the run's total length)"
+        )
+    logged = stored["history"]
+    history = History(np.asarray(logged["iterations"], np.int64), np.asarray([logged["costs"]], np.float64),
+                      np.asarray([logged["clean_costs"]], np.float64))
+    return state, history
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
