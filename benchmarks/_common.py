@@ -27,7 +27,6 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -188,24 +187,6 @@ def paired_ratio(a: list[float], b: list[float], scale: float = 1.0) -> float:
 def fmt_ratio(x: float) -> str:
     """``12×``, ``3.4×``, ``0.62×``."""
     return f"{x:.0f}×" if x >= 10 else f"{x:.1f}×" if x >= 1 else f"{x:.2f}×"
-
-
-def matmul_peak(dtype=jnp.float32, n: int | None = None, reps: int = 3) -> dict:
-    """Achieved GFLOP/s of a large square ``jnp.dot`` (``2 n**3`` flops) at JAX's default
-    precision: the machine's practical matmul peak, measured now."""
-    if n is None:
-        n = 4096 if jax.devices()[0].platform == "cpu" else 8192
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    dot = jax.jit(jnp.dot)
-    block(dot(a, b))
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        block(dot(a, b))
-        times.append(time.perf_counter() - t0)
-    flops = 2.0 * n**3
-    return {"n": n, "gflops": stats([flops / t / 1e9 for t in times]), "seconds": stats(times)}
 
 
 def peak_rss_mb() -> float:

@@ -1,7 +1,7 @@
 """One model at growing size: time per iteration, achieved GFLOP/s against the measured
 matmul peak, and peak memory.
 
-``[2, w, w, 1]`` on ``m`` random examples, ``jaxreg.train.run_chunk`` (the compiled
+``[2, w, w, 1]`` on ``m`` random examples, ``jaxreg.programs.run_chunk`` (the compiled
 training loop) without dropout and with per-step dropout masks (``keep_prob`` 0.8).
 Flops per iteration: ``2 m sum_l n_l n_(l-1)`` for the forward pass, times 3 for forward
 and backward. The peak is a large float32 ``jnp.dot`` at JAX's default precision, timed
@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg.train import Program, hyper_of, init_state, make_config, run_chunk
+from jaxreg.config import TrainConfig
+from jaxreg.programs import initial, run_chunk
 
 SIZES = [(1_000, 20), (10_000, 64), (10_000, 1024), (100_000, 256), (100_000, 512), (1_000_000, 256)]
 QUICK_SIZES = [(1_000, 20), (10_000, 64)]
@@ -72,9 +73,7 @@ def child(m: int, width: int, reps: int) -> dict:
     n_steps = max(3 if flops < 2 * per_second else 1, min(10_000, math.ceil(0.5 * per_second / flops)))
     runs = {}
     for name, kw in (("none", {}), ("dropout", {"keep_prob": KEEP_PROB})):
-        config = make_config(dims, n_x=2, learning_rate=0.01, **kw)
-        state = init_state(config, jax.random.key(0))
-        hyper, program = hyper_of(config), Program.of(config)
+        state, hyper, program = initial(TrainConfig(dims, learning_rate=0.01, **kw))
         # Compiled ahead, so that no run is spent warming up (a run of the largest takes seconds).
         compiled = run_chunk.lower(state, hyper, None, X, Y, program=program, n_steps=n_steps).compile()
         runs[name] = lambda compiled=compiled, state=state, hyper=hyper: compiled(state, hyper, None, X, Y)

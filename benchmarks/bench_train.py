@@ -34,7 +34,9 @@ import optax
 
 import jaxreg
 from jaxreg import reference
-from jaxreg.train import Program, exact_accuracy, fixed_masks, hyper_of, init_state, make_config, run_chunk
+from jaxreg.config import TrainConfig
+from jaxreg.programs import initial, run_chunk
+from jaxreg.training import course_masks
 
 DIMS = (2, 20, 3, 1)
 LR = 0.3
@@ -270,11 +272,10 @@ OPTIONAL_LOOPS = {"torch": torch_loop, "equinox": equinox_loop, "flax": flax_loo
 def compile_seconds(X, Y, regime: dict, masks: str) -> float:
     """Trace + XLA compile of one ``run_chunk`` program (a 1000-step chunk), as ``train``
     needs, with JAX's caches cleared first."""
-    config = make_config(DIMS, n_x=X.shape[0], init="course", masks=masks, **regime)
-    state = init_state(config, jax.random.key(0))
-    fixed = fixed_masks(config, jax.random.key(0), X.shape[1])
-    Xj, Yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
-    hyper, program = hyper_of(config), Program.of(config)
+    config = TrainConfig(DIMS, init="course", masks=masks, **regime)
+    state, hyper, program = initial(config)
+    fixed = course_masks(config, X.shape[1])
+    Xj, Yj = np.asarray(X, np.float32), np.asarray(Y, np.float32)
     C.clear_compiled()
     t0 = time.perf_counter()
     run_chunk.lower(state, hyper, fixed, Xj, Yj, program=program, n_steps=1000).compile()
@@ -381,7 +382,8 @@ def main(argv=None) -> None:
         if kind == "numpy":
             accuracies[name] = (reference.accuracy(params, X, Y), reference.accuracy(params, X_test, Y_test))
         elif kind == "jax":
-            accuracies[name] = (exact_accuracy(params, X, Y), exact_accuracy(params, X_test, Y_test))
+            accuracies[name] = tuple(float(np.mean(np.asarray(jaxreg.predict(params, np.asarray(a, np.float32)))
+                                                   == b)) for a, b in ((X, Y), (X_test, Y_test)))
         else:
             accuracies[name] = (kind(params, X, Y), kind(params, X_test, Y_test))
 

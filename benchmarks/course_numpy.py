@@ -16,10 +16,10 @@ import numpy as np
 
 
 def initialize_parameters(layer_dims):
-    np.random.seed(3)
+    np.random.seed(3)  # noqa: NPY002 (the textbook's code, global state and all)
     params = {}
     for l in range(1, len(layer_dims)):
-        params[f"W{l}"] = np.random.randn(layer_dims[l], layer_dims[l - 1]) / np.sqrt(layer_dims[l - 1])
+        params[f"W{l}"] = np.random.randn(layer_dims[l], layer_dims[l - 1]) / np.sqrt(layer_dims[l - 1])  # noqa: NPY002
         params[f"b{l}"] = np.zeros((layer_dims[l], 1))
     return params
 
@@ -34,18 +34,18 @@ def relu(z):
 
 def forward_propagation(X, p, keep_prob=1.0):
     if keep_prob < 1:
-        np.random.seed(1)
+        np.random.seed(1)  # noqa: NPY002
     Z1 = p["W1"] @ X + p["b1"]
     A1 = relu(Z1)
     D1 = None
     if keep_prob < 1:
-        D1 = (np.random.rand(A1.shape[0], A1.shape[1]) < keep_prob).astype(int)
+        D1 = (np.random.rand(A1.shape[0], A1.shape[1]) < keep_prob).astype(int)  # noqa: NPY002
         A1 = A1 * D1 / keep_prob
     Z2 = p["W2"] @ A1 + p["b2"]
     A2 = relu(Z2)
     D2 = None
     if keep_prob < 1:
-        D2 = (np.random.rand(A2.shape[0], A2.shape[1]) < keep_prob).astype(int)
+        D2 = (np.random.rand(A2.shape[0], A2.shape[1]) < keep_prob).astype(int)  # noqa: NPY002
         A2 = A2 * D2 / keep_prob
     Z3 = p["W3"] @ A2 + p["b3"]
     A3 = sigmoid(Z3)

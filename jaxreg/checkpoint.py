@@ -1,7 +1,5 @@
-"""Checkpoints and atomic output files. Nothing here ever unpickles.
+"""Checkpoints and parameter files. Nothing here ever unpickles.
 
-* :func:`atomic_open` / :func:`atomic_write` (from :mod:`jaxreg.files`): every output
-  file is written to a temporary file and renamed over the target.
 * :func:`save` / :func:`load`: a pytree of arrays (e.g. a training state: params,
   optax state, step, PRNG key) plus a JSON configuration, as ONE ``.npz`` file:
   entries ``leaf_0 .. leaf_{N-1}`` and ``jaxreg_meta`` (UTF-8 JSON as a uint8 array)
@@ -9,7 +7,8 @@
   configuration and a sha256 over all of it.
 * :func:`save_params` / :func:`load_params`: trained parameters as a plain ``.npz``
   (``W1, b1, ...``) that ``numpy.load`` reads.
-* :func:`load_npz` (from :mod:`jaxreg.files`): read any ``.npz`` without pickle.
+
+Files are written atomically and read without pickle (:mod:`jaxreg.files`).
 
 Every refusal is a :class:`CheckpointError` (a ``ValueError``) naming the file.
 """
@@ -26,17 +25,15 @@ import jax
 import numpy as np
 
 from jaxreg import validate
-from jaxreg.files import UnreadableFile, atomic_open, atomic_write, load_npz
+from jaxreg.files import UnreadableFile, atomic_open, load_npz
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "CheckpointError",
-    "atomic_open",
-    "atomic_write",
+    "json_data",
     "save",
     "load",
-    "load_npz",
     "save_params",
     "load_params",
 ]
@@ -52,7 +49,7 @@ class CheckpointError(UnreadableFile):
 # ----------------------------------------------------------------------------- configuration
 
 
-def _jsonable(value, where: str):
+def json_data(value, where: str = "value"):
     """``value`` as plain JSON data (tuples -> lists, NumPy scalars -> Python numbers).
 
     Raises TypeError naming ``where`` for anything JSON cannot hold."""
@@ -67,13 +64,13 @@ def _jsonable(value, where: str):
             raise ValueError(f"{where}: got {value}, expected a finite number (JSON has no NaN or infinity)")
         return float(value)
     if isinstance(value, list | tuple):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [json_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"{where}: got key {k!r} ({type(k).__name__}), expected str keys (JSON)")
-            out[k] = _jsonable(v, f"{where}[{k!r}]")
+            out[k] = json_data(v, f"{where}[{k!r}]")
         return out
     raise TypeError(
         f"{where}: got {type(value).__name__} {value!r}, expected JSON data "
@@ -86,7 +83,7 @@ def _config(config) -> dict:
         return {}
     if not isinstance(config, Mapping):
         raise TypeError(f"config: got {type(config).__name__}, expected a dict")
-    return _jsonable(config, "config")
+    return json_data(config, "config")
 
 
 def _canonical(obj) -> bytes:

@@ -69,7 +69,7 @@ class _Totals:
     lock = threading.Lock()
     registered = False
     seconds = 0.0
-    compiles = 0  # backend compilations, cache loads included
+    programs: list[str] = []  # names of the programs compiled or loaded from the cache, in order
     cache_hits = 0
 
     @classmethod
@@ -82,11 +82,12 @@ class _Totals:
             cls.registered = True
 
     @classmethod
-    def on_duration(cls, event: str, seconds: float, **_) -> None:
+    def on_duration(cls, event: str, seconds: float, fun_name: str = "?", **_) -> None:
         if event in _COMPILE_EVENTS:
             with cls.lock:
                 cls.seconds += seconds
-                cls.compiles += event == _COMPILE_EVENTS[-1]
+                if event == _COMPILE_EVENTS[-1]:
+                    cls.programs.append(fun_name)
 
     @classmethod
     def on_event(cls, event: str, **_) -> None:
@@ -97,7 +98,8 @@ class _Totals:
 
 class CompileClock:
     """Compilations since the clock was made: ``seconds`` (tracing, lowering, compiling or
-    loading from the cache), ``compiled`` (XLA compilations) and ``cache_hits``."""
+    loading from the cache), ``programs`` (their names, e.g. ``jit(_run_chunk)``),
+    ``cache_hits`` (those loaded from the persistent cache) and ``compiled`` (the rest)."""
 
     def __init__(self):
         _Totals.register()
@@ -106,11 +108,16 @@ class CompileClock:
     @staticmethod
     def _now() -> tuple[float, int, int]:
         with _Totals.lock:
-            return _Totals.seconds, _Totals.compiles, _Totals.cache_hits
+            return _Totals.seconds, len(_Totals.programs), _Totals.cache_hits
 
     @property
     def seconds(self) -> float:
         return self._now()[0] - self._start[0]
+
+    @property
+    def programs(self) -> list[str]:
+        with _Totals.lock:
+            return _Totals.programs[self._start[1]:]
 
     @property
     def cache_hits(self) -> int:
@@ -118,5 +125,4 @@ class CompileClock:
 
     @property
     def compiled(self) -> int:
-        now = self._now()
-        return (now[1] - self._start[1]) - (now[2] - self._start[2])
+        return len(self.programs) - self.cache_hits

@@ -18,41 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import validate
+from jaxreg.threefry import key_words, threefry2x32
 
 __all__ = ["dropout_masks", "keep_mask", "mask_bits", "masks_from_bits", "mask_bits_bytes"]
 
-# Mask bits: Threefry-2x32 with 20 rounds (Salmon et al., "Parallel random numbers: as easy as
-# 1, 2, 3", SC 2011, the hash behind jax.random's default keys) in counter mode.
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_THREEFRY_PARITY = 0x1BD11BDA
 _LANE_BITS = 16  # random bits per mask entry: keep rates are exact to 2**-16
 _LANES = 64 // _LANE_BITS  # mask entries per Threefry block (two 32-bit output words)
-
-
-def _threefry2x32(k0, k1, x0, x1):
-    """The Threefry-2x32 block ``(x0, x1) -> (y0, y1)`` under the key ``(k0, k1)`` (uint32,
-    broadcasting). Bit for bit what jax's ``threefry2x32`` primitive computes, written
-    out unrolled: XLA fuses it into one vectorised elementwise kernel, where the
-    primitive's CPU lowering is a rolled loop of several kernels per call."""
-    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(_THREEFRY_PARITY))
-    x0, x1 = x0 + ks[0], x1 + ks[1]
-    for i in range(5):
-        for r in _THREEFRY_ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))) ^ x0
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
-    return x0, x1
-
-
-def _key_words(key) -> tuple[jax.Array, jax.Array]:
-    """Two uint32 words from a key (typed or legacy ``uint32[2]``); the words of keys with
-    more data (``rbg``: four) are folded in by hashing, so any key works."""
-    data = jnp.ravel(jax.random.key_data(key)).astype(jnp.uint32)
-    k0, k1 = data[0], data[1]
-    for j in range(2, data.shape[0], 2):
-        k0, k1 = _threefry2x32(k0, k1, data[j], data[j + 1] if j + 1 < data.shape[0] else jnp.uint32(0))
-    return k0, k1
 
 
 def _threshold(keep_prob) -> jax.Array:
@@ -68,7 +39,7 @@ def _pack(y0, y1, thresholds) -> jax.Array:
     return sum(((lane & 0xFFFF) < thresholds).astype(jnp.uint8) << jnp.uint8(k) for k, lane in enumerate(lanes))
 
 
-def _bits(key_words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds) -> jax.Array:
+def _bits(words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds) -> jax.Array:
     """Packed mask bits, uint8 ``(len(groups), cols)``: entry ``(g, j)`` holds the 4 bits
     (see :func:`_pack`, under ``thresholds[g]``) of Threefry block ``(streams[g],
     groups[g] * cols + j)``. Rows of several streams are drawn in one kernel.
@@ -81,12 +52,12 @@ def _bits(key_words, streams: np.ndarray, groups: np.ndarray, cols: int, thresho
             f"shape: got {_LANES * (int(groups.max()) + 1)} x {cols} mask entries, expected at most 2**34 per "
             "mask (a stream has 2**32 Threefry blocks)"
         )
-    k0, k1 = key_words
+    k0, k1 = words
     thresholds = jnp.asarray(thresholds)[:, None]
 
     def draw():
         counter = jnp.asarray(groups[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
-        return _pack(*_threefry2x32(k0, k1, jnp.asarray(streams[:, None], jnp.uint32), counter), thresholds)
+        return _pack(*threefry2x32(k0, k1, jnp.asarray(streams[:, None], jnp.uint32), counter), thresholds)
 
     def all_kept():  # every lane (here 0) is below a threshold of 2**16; from the same inputs as
         # the draw, so that both branches vary alike under shard_map
@@ -121,13 +92,14 @@ def keep_mask(key, shape: tuple[int, ...], keep_prob) -> jax.Array:
     block) with ``floor(keep_prob * 2**16)``: no conversion to floats, and the keep rate
     is exact to 2**-16. A concrete ``keep_prob == 1`` draws nothing; a traced one gives
     the same mask as the concrete value would."""
+    validate.key(key)
     shape = tuple(shape)
     if not _draws(keep_prob):
         return jnp.ones(shape, bool)
     rows, cols = math.prod(shape[:-1]), (shape[-1] if shape else 1)
     groups = np.arange(-(-rows // _LANES))
     thresholds = jnp.broadcast_to(_threshold(keep_prob), groups.shape)
-    return _unpack(_bits(_key_words(key), np.zeros_like(groups), groups, cols, thresholds), rows).reshape(shape)
+    return _unpack(_bits(key_words(key), np.zeros_like(groups), groups, cols, thresholds), rows).reshape(shape)
 
 
 def mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
@@ -145,7 +117,7 @@ def mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | 
     streams = np.concatenate([np.full(g, i) for i, g, _ in layers])
     groups = np.concatenate([np.arange(g) for _, g, _ in layers])
     thresholds = jnp.concatenate([jnp.broadcast_to(_threshold(kp), (g,)) for _, g, kp in layers])
-    return _bits(_key_words(key), streams, groups, m, thresholds)
+    return _bits(key_words(key), streams, groups, m, thresholds)
 
 
 def mask_bits_bytes(layer_dims: Sequence[int], m: int) -> int:
@@ -175,4 +147,5 @@ def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[ja
     draws from stream ``i`` of ``key`` (16 bits per entry, see :func:`keep_mask`): the
     same key gives the same masks, always, and a layer's mask does not depend on the
     other layers' ``keep_prob``."""
+    validate.key(key)
     return masks_from_bits(mask_bits(key, layer_dims, m, keep_prob), layer_dims, m, keep_prob)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxreg import validate
 from jaxreg.masks import dropout_masks
+from jaxreg.threefry import normals
 
 __all__ = [
     "init_params",
@@ -52,7 +53,9 @@ def init_params(key, layer_dims: Sequence[int], scheme: str = "he", dtype=None) 
 
     ``scheme``: ``"he"`` (``N(0, 2/n_{l-1})``, for ReLU), ``"lecun"`` (the textbook's
     ``randn / sqrt(n_{l-1})``) or ``"zeros"`` (tests only: a zero network cannot learn).
-    Biases start at zero. ``dtype`` defaults to JAX's default float."""
+    Biases start at zero. ``dtype`` defaults to JAX's default float. Layer ``l``'s weights
+    are ``jax.random.normal(jax.random.split(key, L)[l - 1], (n_l, n_{l-1}))`` times the gain,
+    drawn for every layer in one kernel."""
     dims = validate.layer_dims(layer_dims)
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"scheme: got {scheme!r}, expected one of {', '.join(INIT_SCHEMES)}")
@@ -62,12 +65,12 @@ def init_params(key, layer_dims: Sequence[int], scheme: str = "he", dtype=None) 
 @partial(jax.jit, static_argnums=(1, 2, 3))
 def _init_params(key, dims: tuple[int, ...], scheme: str, dtype) -> dict:
     gain = {"he": 2.0, "lecun": 1.0, "zeros": 0.0}[scheme]
+    shapes = [(dims[l], dims[l - 1]) for l in range(1, len(dims))]
+    # The barrier keeps the samples apart from their scaling: fused with it, XLA would round
+    # them differently (an ulp) from jax.random.normal's own.
+    samples = jax.lax.optimization_barrier(normals(jax.random.split(key, len(shapes)), shapes, dtype))
     params = {}
-    for l, layer_key in enumerate(jax.random.split(key, len(dims) - 1), start=1):
-        n, n_prev = dims[l], dims[l - 1]
-        # The barrier keeps the sample apart from its scaling: fused with it, XLA rounds the normal's
-        # erfinv differently (an ulp), and parameters would differ from jax.random.normal's own.
-        sample = jax.lax.optimization_barrier(jax.random.normal(layer_key, (n, n_prev), dtype))
+    for l, (sample, (n, n_prev)) in enumerate(zip(samples, shapes, strict=True), start=1):
         params[f"W{l}"] = sample * jnp.sqrt(jnp.asarray(gain / n_prev, dtype))
         params[f"b{l}"] = jnp.zeros((n, 1), dtype)
     return params

@@ -36,6 +36,7 @@ __all__ = [
     "make_optimizer",
     "hyper_of",
     "key_data",
+    "initial",
     "init_state",
     "run_chunk",
     "evaluate",
@@ -226,6 +227,14 @@ def _evaluate(params: dict, lambd, X, Y, X_test=None, grid=None) -> Evaluation:
         test_predictions=None if X_test is None else predict(params, X_test),
         grid_proba=None if grid is None else predict_proba(params, grid),
     )
+
+
+def initial(config: TrainConfig, key=None, seed: int = 0) -> tuple[TrainState, Hyper, Program]:
+    """What a run of ``config`` starts from: its state at step 0 (from ``key``, else
+    ``jax.random.key(seed)``), its traced hyperparameters and its program."""
+    program = Program.of(config)
+    data, impl = key_data(key, seed)
+    return init_state(data, impl=impl, program=program.for_init()), hyper_of(config), program
 
 
 init_state = jax.jit(_init_state, static_argnames=("impl", "program"))

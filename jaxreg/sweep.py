@@ -264,29 +264,24 @@ def sweep(
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices: got none, expected at least one device")
-    memory_budget = _budget(memory_budget, devices[0])
-
+    per_member = member_bytes(base.layer_dims, X.shape[1], dtype=base.dtype, optimizer=base.optimizer,
+                              n_steps=min(base.log_every, max(base.iterations, 1)))
+    data_bytes = (X.size + Y.size) * np.dtype(base.dtype).itemsize
+    per_device = max(1, (_budget(memory_budget, devices[0]) - data_bytes) // per_member)
     mesh = Mesh(np.asarray(devices), (MEMBERS,)) if len(devices) > 1 else None
     place = _placement(mesh, devices)
     Xd, Yd = (place(np.asarray(a, base.dtype), P()) for a in (X, Y))
-    data_bytes = (X.size + Y.size) * np.dtype(base.dtype).itemsize
-    per_member = member_bytes(base.layer_dims, X.shape[1], dtype=base.dtype, optimizer=base.optimizer,
-                              n_steps=min(base.log_every, max(base.iterations, 1)))
-    per_device = max(1, (memory_budget - data_bytes) // per_member)
 
-    n = len(configs)
-    final: list = [None] * n
-    histories: list = [None] * n
-    diverged_at = np.full(n, -1, np.int64)
-    done, total, n_chunks = 0, n * base.iterations, 0
     groups: dict[Program, list[int]] = {}
     for i, config in enumerate(configs):  # one compiled program with dropout, one without
         groups.setdefault(Program.of(config), []).append(i)
-    for program, members in groups.items():
-        chunks, size = _chunking(len(members), len(devices), per_device)
+    members: list = [None] * len(configs)  # (final state, history, diverged_at) of each member
+    done, total, n_chunks = 0, len(configs) * base.iterations, 0
+    for program, indices in groups.items():
+        chunks, size = _chunking(len(indices), len(devices), per_device)
         n_chunks += chunks
         for c in range(chunks):
-            real = members[c * size: (c + 1) * size]
+            real = indices[c * size: (c + 1) * size]
             idx = real + [real[-1]] * (size - len(real))  # padding: copies of a real member, dropped
             progress = None if on_progress is None else partial(_progress, on_progress, done, len(real), total)
             outcome = _train_members([configs[i] for i in idx], seed_of[idx], program, Xd, Yd, mesh, place,
@@ -294,27 +289,28 @@ def sweep(
             done += len(real) * base.iterations
             host = to_host(outcome.states._replace(key=None))
             for r, i in enumerate(real):
-                final[i], histories[i], diverged_at[i] = _member_of(outcome, host, r)
+                members[i] = _member_of(outcome, host, r)
+    return _result(configs, seed_of, members, X, Y, X_test, Y_test, n_programs=len(groups), n_chunks=n_chunks,
+                   n_devices=len(devices))
 
-    params = jax.tree_util.tree_map(lambda *a: np.stack(a), *[state.params for state in final])
-    judged = _judge(params, configs, X, Y, X_test, Y_test)
-    iterations = next(h.iterations for h in histories)
-    states = jax.tree_util.tree_map(lambda *a: np.stack(a), *[state._replace(key=None) for state in final])
+
+def _result(configs, seed_of, members: list, X, Y, X_test, Y_test, **counts) -> SweepResult:
+    """The members' final states, histories and evaluations, stacked in grid order."""
+    final, histories, diverged_at = zip(*members, strict=True)
+    states = jax.tree_util.tree_map(lambda *a: np.stack(a), *final)
     keys = jax.random.wrap_key_data(np.stack([key_data(seed=int(s))[0] for s in seed_of]))
     return SweepResult(
         lambd=np.asarray([c.lambd for c in configs]),
         keep_prob=tuple(c.keep_prob for c in configs),
         seed=seed_of.astype(np.int64),
         states=states._replace(key=keys),
-        iterations=iterations,
+        iterations=histories[0].iterations,
         costs=np.concatenate([h.costs for h in histories]),
         clean_costs=np.concatenate([h.clean_costs for h in histories]),
-        diverged_at=diverged_at,
+        diverged_at=np.asarray(diverged_at, np.int64),
         configs=tuple(configs),
-        n_programs=len(groups),
-        n_chunks=n_chunks,
-        n_devices=len(devices),
-        **judged,
+        **_judge(states.params, configs, X, Y, X_test, Y_test),
+        **counts,
     )
 
 

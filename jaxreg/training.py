@@ -18,7 +18,6 @@ Dropout mask schedules:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -67,11 +66,7 @@ def _key_arg(key, seed) -> tuple[np.ndarray, str]:
         return key_data(seed=check_seed(0 if seed is None else seed))
     if seed is not None:
         raise TypeError("key, seed: got both, expected one (the key is jax.random.key(seed))")
-    dtype = getattr(key, "dtype", None)
-    if not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ()) and not (
-        getattr(key, "shape", None) == (2,) and dtype == np.uint32
-    ):
-        raise TypeError(f"key: got {type(key).__name__}, expected one jax.random.key or PRNGKey")
+    validate.key(key)
     return key_data(key)
 
 
@@ -224,7 +219,7 @@ def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[Tr
     state, stored = ckpt.load(path, like=template)
     mine, theirs = dict(meta["config"]), dict(stored.get("config", {}))
     mine.pop("iterations"), theirs.pop("iterations", None)
-    differing = sorted(k for k in set(mine) | set(theirs) if _jsonable(mine.get(k)) != theirs.get(k))
+    differing = sorted(k for k in set(mine) | set(theirs) if ckpt.json_data(mine.get(k), k) != theirs.get(k))
     if differing:
         detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, run {mine.get(k)!r}" for k in differing)
         raise ValueError(f"checkpoint {path}: incompatible configuration ({detail})")
@@ -239,7 +234,3 @@ def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[Tr
     history = History(np.asarray(logged["iterations"], np.int64), np.asarray([logged["costs"]], np.float64),
                       np.asarray([logged["clean_costs"]], np.float64))
     return state, history
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))

@@ -46,9 +46,7 @@ def predict_mc(params: dict, X, key, keep_prob, samples: int = 100) -> tuple[jax
     kps = validate.keep_prob(keep_prob, len(dims) - 2)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples: got {samples!r}, expected an integer >= 1")
-    if not (jnp.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key)
-            or (getattr(key, "shape", None) == (2,) and getattr(key, "dtype", None) == jnp.uint32)):
-        raise TypeError(f"key: got {type(key).__name__}, expected a jax.random.key or PRNGKey")
+    validate.key(key)
     X = jnp.asarray(X, params["W1"].dtype)
     if all(kp == 1.0 for kp in kps):  # nothing is dropped: every sample is the plain network
         proba = predict_proba(params, X)

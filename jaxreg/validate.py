@@ -23,6 +23,7 @@ __all__ = [
     "features_and_labels",
     "train_and_test",
     "params",
+    "key",
 ]
 
 
@@ -195,3 +196,14 @@ def params(p, n_x: int | None = None) -> tuple[int, ...]:
             f"to match X with n_x = {n_x} features"
         )
     return tuple(dims)
+
+
+def key(value, name: str = "key"):
+    """One PRNG key: a typed ``jax.random.key`` of shape ``()`` or a legacy ``uint32[2]`` PRNGKey."""
+    jax = sys.modules.get("jax")
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    typed = jax is not None and dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if (typed and shape == ()) or (not typed and shape == (2,) and dtype == np.uint32):
+        return value
+    got = f"a batch of keys of shape {shape}" if typed or (dtype == np.uint32 and shape) else type(value).__name__
+    raise TypeError(f"{name}: got {got}, expected one jax.random.key or PRNGKey (uint32[2])")

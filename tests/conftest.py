@@ -1,14 +1,22 @@
-"""Test-wide settings: float64 (exactness is checked to 1e-10 and tighter) and strict
-rank promotion, so a (m,) vs (1, m) slip fails loudly."""
+"""Test-wide settings: float64 (exactness is checked to 1e-10 and tighter), strict rank
+promotion, so a (m,) vs (1, m) slip fails loudly, and the persistent compilation cache in
+the project's .pytest_cache (shared with the commands the tests start), so a second run
+of the suite loads its programs instead of compiling them."""
+
+import os
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from jaxreg.compilation import CACHE_ENV, enable_cache
 from jaxreg.data import DATA_ENV, course_data_dir
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+os.environ.setdefault(CACHE_ENV, str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"))
+enable_cache()
 
 
 @pytest.fixture(scope="session")

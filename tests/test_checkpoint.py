@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from jaxreg import checkpoint as ckpt
+from jaxreg import files
 from jaxreg.checkpoint import CheckpointError
 from jaxreg.model import init_params
 
@@ -69,7 +70,7 @@ def saved(tmp_path):
 
 def rewrite(path, drop=(), meta=None, **entries):
     """Rewrite the .npz at ``path`` with some entries changed, dropped, or the metadata edited."""
-    arrays = ckpt.load_npz(path)
+    arrays = files.load_npz(path)
     if meta is not None:
         m = json.loads(arrays["jaxreg_meta"].tobytes())
         meta(m)
@@ -160,7 +161,7 @@ def no_temporary_files(directory, *expected):
 def test_atomic_open_failure_leaves_old_file(tmp_path, exc):
     path = tmp_path / "out.bin"
     path.write_bytes(b"old contents")
-    with pytest.raises(exc), ckpt.atomic_open(path) as f:
+    with pytest.raises(exc), files.atomic_open(path) as f:
         f.write(b"partial new contents")
         f.flush()
         raise exc()
@@ -194,7 +195,7 @@ def test_failing_rename_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", replace_that_fails)
     with pytest.raises(OSError, match="rename failed"):
-        ckpt.atomic_write(path, b"new")
+        files.atomic_write(path, b"new")
     assert path.read_bytes() == b"old"
     no_temporary_files(tmp_path, "out.bin")
 
@@ -208,29 +209,29 @@ def test_atomic_write_fsyncs_file_then_folder(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    ckpt.atomic_write(tmp_path / "out.bin", b"data")
+    files.atomic_write(tmp_path / "out.bin", b"data")
     assert synced == ["file", "dir"]
 
 
 def test_atomic_write_creates_folders_and_sets_usual_permissions(tmp_path):
     path = tmp_path / "a" / "b" / "out.bin"
-    ckpt.atomic_write(path, b"\x00\x01")
+    files.atomic_write(path, b"\x00\x01")
     assert path.read_bytes() == b"\x00\x01"
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
     path.chmod(0o640)
-    ckpt.atomic_write(path, b"again")
+    files.atomic_write(path, b"again")
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert path.read_bytes() == b"again"
     no_temporary_files(path.parent, "out.bin")
 
 
 def test_atomic_open_text_mode_and_caller_closing(tmp_path):
-    with ckpt.atomic_open(tmp_path / "t.csv", "w") as f:
+    with files.atomic_open(tmp_path / "t.csv", "w") as f:
         f.write("λ,accuracy\n")
     assert (tmp_path / "t.csv").read_text(encoding="utf-8") == "λ,accuracy\n"
-    with ckpt.atomic_open(tmp_path / "c.bin") as f:
+    with files.atomic_open(tmp_path / "c.bin") as f:
         f.write(b"closed early")
         f.close()
     assert (tmp_path / "c.bin").read_bytes() == b"closed early"
@@ -239,8 +240,8 @@ def test_atomic_open_text_mode_and_caller_closing(tmp_path):
 
 def test_atomic_helpers_reject_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="data got str"):
-        ckpt.atomic_write(tmp_path / "x", "text")
-    with pytest.raises(ValueError, match="got mode 'ab'"), ckpt.atomic_open(tmp_path / "x", "ab"):
+        files.atomic_write(tmp_path / "x", "text")
+    with pytest.raises(ValueError, match="got mode 'ab'"), files.atomic_open(tmp_path / "x", "ab"):
         pass
     no_temporary_files(tmp_path)
 
@@ -288,7 +289,7 @@ def test_checksum_catches_a_changed_leaf_in_a_valid_archive(saved):
 
 def test_leaf_disagreeing_with_its_checksummed_metadata_is_refused(saved):
     path, _ = saved
-    arrays = ckpt.load_npz(path)
+    arrays = files.load_npz(path)
     leaves = [arrays[f"leaf_{i}"] for i in range(len(arrays) - 1)]
 
     def reshape_w1(m):  # W1 is (20, 2): record (2, 20) and a checksum that agrees with it

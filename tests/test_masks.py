@@ -10,6 +10,7 @@ from jax.extend.random import threefry2x32_p
 
 import jaxreg
 from jaxreg import masks as model
+from jaxreg import threefry
 from jaxreg.config import TrainConfig
 from jaxreg.programs import Program, hyper_of, init_state, key_data, make_optimizer, run_chunk
 
@@ -19,10 +20,22 @@ def test_threefry_is_jaxs_bit_for_bit():
     k0, k1 = (np.uint32(v) for v in rng.integers(0, 2**32, 2))
     x0 = np.concatenate([[0, 1, 2**32 - 1], rng.integers(0, 2**32, 997)]).astype(np.uint32)
     x1 = np.concatenate([[0, 2**32 - 1, 7], rng.integers(0, 2**32, 997)]).astype(np.uint32)
-    ours = jax.jit(model._threefry2x32)(k0, k1, x0, x1)
+    ours = jax.jit(threefry.threefry2x32)(k0, k1, x0, x1)
     theirs = threefry2x32_p.bind(jnp.uint32(k0), jnp.uint32(k1), jnp.asarray(x0), jnp.asarray(x1))
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey], ids=["typed", "legacy"])
+def test_normals_are_jax_random_normal_bit_for_bit(dtype, make_key):
+    keys = jax.random.split(make_key(5), 4)
+    shapes = [(20, 2), (3, 20), (0, 3), (1, 7)]
+    ours = jax.jit(lambda k: threefry.normals(k, shapes, dtype))(keys)
+    for i, shape in enumerate(shapes):
+        theirs = jax.random.normal(keys[i], shape, dtype)
+        assert ours[i].dtype == theirs.dtype and ours[i].shape == shape
+        np.testing.assert_array_equal(ours[i], theirs)
 
 
 def test_layout_is_the_documented_one():
