@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import stat
 import tempfile
+import threading
 import zipfile
 import zlib
 
@@ -55,9 +57,10 @@ def atomic_open(path, mode: str = "wb", **open_kwargs):
     """Open a temporary file that replaces ``path`` only when the ``with`` block succeeds.
 
     ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` is given; other
-    keyword arguments go to ``open``). On any exception, ``KeyboardInterrupt``
-    included, the temporary file is removed and ``path`` is left as it was. The
-    new file keeps the old one's permissions, or gets the usual ``0o666 & ~umask``.
+    keyword arguments go to ``open``). On any exception the temporary file is removed
+    and ``path`` is left as it was; SIGINT and SIGTERM (in the main thread) take effect
+    when the block is done, so no signal leaves a temporary file behind. The new file
+    keeps the old one's permissions, or gets the usual ``0o666 & ~umask``.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: got mode {mode!r}, expected 'wb' or 'w'")
@@ -70,29 +73,48 @@ def atomic_open(path, mode: str = "wb", **open_kwargs):
         perms = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         perms = 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
+    # SIGINT and SIGTERM wait until the file is written or cleaned up (a write takes milliseconds):
+    # a handler running halfway could leave the temporary file behind.
+    with _signals_deferred():
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
         try:
-            f = os.fdopen(fd, mode, **open_kwargs)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            with os.fdopen(fd, mode, **open_kwargs) as f:
+                yield f
+                synced = not f.closed  # the caller may have closed it (some writers do)
+                if synced:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if not synced:
+                _fsync_path(tmp)
+            os.chmod(tmp, perms)  # mkstemp creates the file 0o600
+            os.replace(tmp, path)
+        except BaseException:  # never leave a temporary file behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        with f:
-            yield f
-            synced = not f.closed  # the caller may have closed it (some writers do)
-            if synced:
-                f.flush()
-                os.fsync(f.fileno())
-        if not synced:
-            _fsync_path(tmp)
-        os.chmod(tmp, perms)  # mkstemp creates the file 0o600
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave a temporary file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     _fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends, then reach the handlers the caller had
+    (Python's handlers, in the main thread; elsewhere signals are not Python's to defer).
+    Blocking them (``pthread_sigmask``) would not do: another thread would take them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not None:  # None: a handler installed outside Python, left alone
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
 
 
 def _fsync_path(name: str) -> None:

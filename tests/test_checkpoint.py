@@ -3,7 +3,11 @@
 import json
 import os
 import pickle
+import signal
 import stat
+import subprocess
+import sys
+import time
 from typing import NamedTuple
 
 import jax
@@ -443,3 +447,56 @@ def test_bad_parameter_files_are_refused(tmp_path, saved):
     with pytest.raises(ValueError, match="params"):
         ckpt.save_params(tmp_path / "q.npz", {k: v for k, v in params.items() if k != "W3"})
     assert not (tmp_path / "q.npz").exists()
+
+
+WRITER = """
+import signal, sys, time
+from jaxreg.files import atomic_write
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGTERM, interrupt)
+path, payloads = sys.argv[1], [b"old" * 1000, b"new" * 2000]
+writes = interrupted = 0
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+
+def run():
+    global writes, interrupted
+    while time.monotonic() < end:
+        try:
+            atomic_write(path, payloads[writes % 2])
+            writes += 1
+        except KeyboardInterrupt:
+            interrupted += 1
+
+while time.monotonic() < end:  # a signal between the statements above lands here
+    try:
+        run()
+    except KeyboardInterrupt:
+        interrupted += 1
+print(writes, interrupted, flush=True)
+"""
+
+
+def test_signals_during_atomic_writes_leave_no_temporary_file(tmp_path):
+    """Thousands of SIGINT and SIGTERM at random moments while a process writes one file over
+    and over: every interruption cleans up after itself, and the file is always whole."""
+    path = tmp_path / "target.bin"
+    rng = np.random.default_rng(0)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "4"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        sent, stop = 0, time.monotonic() + 3
+        while time.monotonic() < stop:
+            proc.send_signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
+            sent += 1
+            time.sleep(rng.uniform(0, 2e-3))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    writes, interrupted = (int(v) for v in out.split())
+    assert proc.returncode == 0 and writes > 100 and interrupted > 100, (writes, interrupted, sent)
+    assert sorted(os.listdir(tmp_path)) == ["target.bin"]
+    assert path.read_bytes() in (b"old" * 1000, b"new" * 2000)

@@ -87,12 +87,9 @@ def test_load_course(course_data):
         np.testing.assert_array_equal(got, want)
 
 
-def test_course_mat_matches_npz(course_data):
+def test_course_mat_matches_npz(course_data, course_mat):
     pytest.importorskip("scipy.io")
-    path = data.course_data_dir() / "data.mat"
-    if not path.exists():
-        pytest.skip(f"no {path}")
-    for got, want in zip(load(path)[:4], course_data, strict=True):
+    for got, want in zip(load(course_mat)[:4], course_data, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

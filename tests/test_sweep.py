@@ -86,15 +86,35 @@ def test_grid_order_records_and_summary(grid):
     assert len({round(c, 12) for c in grid.final_cost}) == len(grid.final_cost)
 
 
+def test_member_bytes_is_the_documented_estimate():
+    # [2, 6, 3, 1], m = 48, float64, 100 steps a chunk: 43 parameters x 4 copies, 6 numbers per unit
+    # (10 units) and example, 100 costs; masks 5 bytes per hidden unit (9) and example; the block of
+    # mask bits drawn ahead: (2 + 1) groups of four rows x 48 columns x 100 steps
+    numbers = 4 * 43 + 6 * 10 * 48 + 100
+    assert member_bytes(DIMS, 48, dtype="float64", n_steps=100) == 8 * numbers + 5 * 9 * 48 + 3 * 48 * 100
+
+
 def test_memory_budget_runs_chunks_with_the_same_results(grid):
     X, Y, X_test, Y_test = problem()
-    two_members = 2 * member_bytes(DIMS, X.shape[1], dtype="float64", n_steps=100) + 3 * X.shape[1] * 8
+    two_members = 2 * 41_776 + 3 * X.shape[1] * 8  # two members (the figure above) and the data
     chunked = sweep(X, Y, DIMS, X_test=X_test, Y_test=Y_test, lambd=GRID["lambd"],
                     keep_prob=[0.8, (0.9, 0.6)], seeds=GRID["seeds"], memory_budget=two_members, **RUN)
     assert chunked.n_programs == 1 and chunked.n_chunks == 4  # 8 members, 2 at a time
     same = [i for i in range(len(grid.seed)) if grid.keep_prob[i] != (1.0, 1.0)]
     for i, j in enumerate(same):
         assert_same_run(grid.member(j), chunked.member(i))
+
+
+def test_best_breaks_ties_towards_the_stronger_regularization(grid):
+    # Equal mean and spread of test accuracy: the larger lambd wins, then the smaller keep_prob
+    # (summed over the layers: (0.9, 0.6) keeps less than (0.8, 0.8)).
+    tied = grid._replace(test_accuracy=np.where(grid.seed == 0, 0.8, 0.9))
+    assert (tied.best()["lambd"], tied.best()["keep_prob"]) == (0.4, [0.9, 0.6])
+    without_06 = tied._replace(keep_prob=tuple((0.95, 0.95) if kp == (0.9, 0.6) else kp for kp in tied.keep_prob))
+    assert (without_06.best()["lambd"], without_06.best()["keep_prob"]) == (0.4, [0.8, 0.8])
+    # and accuracy first: one configuration ahead by a little wins whatever its regularization
+    ahead = tied._replace(test_accuracy=tied.test_accuracy + 1e-3 * (np.arange(12) < 2))
+    assert (ahead.best()["lambd"], ahead.best()["keep_prob"]) == (0.0, [1.0, 1.0])
 
 
 def test_diverging_member_keeps_its_last_finite_state_and_the_others_go_on():

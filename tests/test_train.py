@@ -17,8 +17,15 @@ COURSE_TABLE = {
 }
 
 
+# The final cost of the full network (L2 included, no dropout) as the README prints it, and its
+# cost at iteration 0 (the textbook's initial cost 0.6557412523481002, plus the L2 term with lambd).
+FINAL_COSTS = {"no_reg": 0.125133, "l2": 0.267823, "dropout": 0.657864}
+INITIAL_CLEAN = {"no_reg": 0.6557412523481002, "l2": 0.6974484493131264, "dropout": 0.6557412523481002}
+
+
 @pytest.mark.parametrize("options,train_acc,test_acc,costs", COURSE_TABLE.values(), ids=COURSE_TABLE.keys())
-def test_reproduces_the_textbook(course_data, options, train_acc, test_acc, costs):
+def test_reproduces_the_textbook(course_data, options, train_acc, test_acc, costs, request):
+    regime = request.node.callspec.id
     X, Y, X_test, Y_test = course_data
     result = train(X, Y, [2, 20, 3, 1], X_test=X_test, Y_test=Y_test, init="course", masks="course",
                    dtype="float64", learning_rate=0.3, iterations=30000, **options)
@@ -26,6 +33,16 @@ def test_reproduces_the_textbook(course_data, options, train_acc, test_acc, cost
     assert result.test_accuracy == test_acc
     np.testing.assert_array_equal(result.iterations, np.arange(0, 30000, 1000))
     np.testing.assert_allclose(result.costs[[0, 10, 20]], costs, rtol=0, atol=1e-9)
+    assert abs(result.clean_costs[0] - INITIAL_CLEAN[regime]) <= 1e-12
+    # the final cost, computed apart in NumPy from the final parameters (from the logits: the
+    # reference's log(AL) loses digits where AL rounds to 1)
+    p = {k: np.asarray(v) for k, v in result.params.items()}
+    Z = p["W3"] @ np.maximum(p["W2"] @ np.maximum(p["W1"] @ X + p["b1"], 0) + p["b2"], 0) + p["b3"]
+    lambd = options.get("lambd", 0.0)
+    expected = np.mean(np.logaddexp(0, (1 - 2 * Y) * Z)) + lambd / (2 * X.shape[1]) * sum(
+        np.sum(p[f"W{l}"] ** 2) for l in (1, 2, 3))
+    assert abs(result.final_cost - expected) <= 1e-12
+    assert round(result.final_cost, 6) == FINAL_COSTS[regime]
 
 
 def small_problem(m=60, seed=0):
@@ -123,12 +140,14 @@ def test_resume_refuses_another_run(tmp_path, change, message):
         train(X, Y, [2, 8, 4, 1], seed=2, checkpoint=path, resume=True, **{**RUN, **change})
 
 
-def test_resume_refuses_other_data(tmp_path):
+@pytest.mark.parametrize("change", ["features", "labels"])
+def test_resume_refuses_other_data(tmp_path, change):
     X, Y = small_problem()
     path = tmp_path / "run.npz"
     train(X, Y, [2, 8, 4, 1], seed=2, checkpoint=path, **{**RUN, "iterations": 300})
+    other = (X + 1, Y) if change == "features" else (X, 1 - Y)
     with pytest.raises(ValueError, match="other training data"):
-        train(X + 1, Y, [2, 8, 4, 1], seed=2, checkpoint=path, resume=True, **RUN)
+        train(*other, [2, 8, 4, 1], seed=2, checkpoint=path, resume=True, **RUN)
 
 
 def test_decoupled_weight_decay_equals_l2_under_sgd_only():
