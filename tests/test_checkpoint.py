@@ -459,7 +459,6 @@ def interrupt(signum, frame):
 signal.signal(signal.SIGTERM, interrupt)
 path, payloads = sys.argv[1], [b"old" * 1000, b"new" * 2000]
 writes = interrupted = 0
-print("ready", flush=True)
 end = time.monotonic() + float(sys.argv[2])
 
 def run():
@@ -471,6 +470,7 @@ def run():
         except KeyboardInterrupt:
             interrupted += 1
 
+print("ready", flush=True)
 while time.monotonic() < end:  # a signal between the statements above lands here
     try:
         run()
@@ -485,17 +485,20 @@ def test_signals_during_atomic_writes_leave_no_temporary_file(tmp_path):
     and over: every interruption cleans up after itself, and the file is always whole."""
     path = tmp_path / "target.bin"
     rng = np.random.default_rng(0)
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "4"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "4"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.1)  # into its loop
         sent, stop = 0, time.monotonic() + 3
         while time.monotonic() < stop:
             proc.send_signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
             sent += 1
             time.sleep(rng.uniform(0, 2e-3))
-        out, _ = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
+    assert proc.returncode == 0, err
     writes, interrupted = (int(v) for v in out.split())
     assert proc.returncode == 0 and writes > 100 and interrupted > 100, (writes, interrupted, sent)
     assert sorted(os.listdir(tmp_path)) == ["target.bin"]
