@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-SCRIPTS = ("bench_train", "bench_sweep", "bench_scale", "bench_gradcheck")
+SCRIPTS = ("bench_startup", "bench_train", "bench_sweep", "bench_scale", "bench_gradcheck")
 RESULT_NAMES = {
+    "bench_startup": "startup",
     "bench_train": "train",
     "bench_sweep": "sweep",
     "bench_scale": "scale",
@@ -27,7 +28,7 @@ RESULT_NAMES = {
 HEADER = """\
 # Benchmarks
 
-`make bench` (that is, `python benchmarks/run_all.py`) runs the four scripts below, each in
+`make bench` (that is, `python benchmarks/run_all.py`) runs the scripts below, each in
 its own process, and rewrites this file with the tables they write to `results/` (JSON with
 every sample beside each table). Each script runs on its own too (`python
 benchmarks/bench_train.py`, `--quick` for a smoke test), and runs unchanged on a GPU: the
