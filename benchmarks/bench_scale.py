@@ -75,8 +75,8 @@ def child(m: int, width: int, reps: int) -> dict:
     for name, kw in (("none", {}), ("dropout", {"keep_prob": KEEP_PROB})):
         state, hyper, program = initial(TrainConfig(dims, learning_rate=0.01, **kw))
         # Compiled ahead, so that no run is spent warming up (a run of the largest takes seconds).
-        compiled = run_chunk.lower(state, hyper, None, X, Y, program=program, n_steps=n_steps).compile()
-        runs[name] = lambda compiled=compiled, state=state, hyper=hyper: compiled(state, hyper, None, X, Y)
+        compiled = run_chunk.lower(state, hyper, None, None, X, Y, program=program, n_steps=n_steps).compile()
+        runs[name] = lambda compiled=compiled, state=state, hyper=hyper: compiled(state, hyper, None, None, X, Y)
     peak_n = 4096 if jax.devices()[0].platform == "cpu" else 8192
     square = jax.ShapeDtypeStruct((peak_n, peak_n), jnp.float32)
     dot = jax.jit(jnp.dot).lower(square, square).compile()

@@ -67,7 +67,7 @@ def regime_of(lambd: float, keep_prob: float) -> str:
 
 
 def run_sweep(X, Y, n: int, iterations: int):
-    return sweep(X, Y, list(DIMS), iterations=iterations, learning_rate=LR, **GRIDS[n])
+    return sweep(X, Y, list(DIMS), iterations=iterations, learning_rate=LR, folds=0, **GRIDS[n])  # no folds
 
 
 def time_sweep(X, Y, n: int, iterations: int, reps: int) -> tuple[list[float], object]:

@@ -278,7 +278,7 @@ def compile_seconds(X, Y, regime: dict, masks: str) -> float:
     Xj, Yj = np.asarray(X, np.float32), np.asarray(Y, np.float32)
     C.clear_compiled()
     t0 = time.perf_counter()
-    run_chunk.lower(state, hyper, fixed, Xj, Yj, program=program, n_steps=1000).compile()
+    run_chunk.lower(state, hyper, fixed, None, Xj, Yj, program=program, n_steps=1000).compile()
     return time.perf_counter() - t0
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     masks: str = "per-step"  # one of MASK_SCHEDULES
     log_every: int = 1000  # record the cost every log_every iterations, from 0
     dtype: str = "float32"  # "float64" needs jax_enable_x64
+    early_stopping: int | None = None  # patience, in validation checks (one every log_every iterations)
 
     def __post_init__(self):
         set_field = partial(object.__setattr__, self)  # the dataclass is frozen
@@ -62,6 +63,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"{name}: got {value!r}, expected one of {', '.join(allowed)}")
+        if self.early_stopping is not None:
+            set_field("early_stopping", _integer("early_stopping", self.early_stopping, 1, MAX_LOGGED))
         if self.iterations // self.log_every > MAX_LOGGED:
             raise ValueError(
                 f"log_every: got {self.log_every} for {self.iterations} iterations, expected at most "

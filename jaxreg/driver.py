@@ -25,16 +25,33 @@ class History(NamedTuple):
     iterations: np.ndarray  # (k,) int64: the logged iterations, 0, log_every, 2 * log_every, ...
     costs: np.ndarray  # (n, k) training cost (with dropout where on), before that iteration's update
     clean_costs: np.ndarray  # (n, k) cost of the full network, no dropout, same iterations
+    valid_iterations: np.ndarray  # (j,) int64: the validation checks, after each chunk (log_every, ...)
+    valid_costs: np.ndarray  # (n, j) validation cross-entropy there (members with a validation set)
 
     @classmethod
     def empty(cls, n: int) -> History:
-        return cls(np.zeros(0, np.int64), np.zeros((n, 0)), np.zeros((n, 0)))
+        return cls(np.zeros(0, np.int64), np.zeros((n, 0)), np.zeros((n, 0)), np.zeros(0, np.int64), np.zeros((n, 0)))
 
     def up_to(self, member: int, stop: int) -> History:
         """Member ``member``'s rows before iteration ``stop`` (its history as a run alone)."""
         k = int(np.searchsorted(self.iterations, stop, side="left"))
-        return History(self.iterations[:k], self.costs[member:member + 1, :k],
-                       self.clean_costs[member:member + 1, :k])
+        j = int(np.searchsorted(self.valid_iterations, stop, side="left"))
+        one = slice(member, member + 1)
+        return History(self.iterations[:k], self.costs[one, :k], self.clean_costs[one, :k],
+                       self.valid_iterations[:j], self.valid_costs[one, :j])
+
+    def extended(self, rows: list, valid_rows: list) -> History:
+        """With ``rows`` ``(iteration, costs (n,), clean (n,))`` and ``valid_rows`` ``(iteration, costs (n,))``."""
+        def grow(its, values, new):
+            if not new:
+                return its, *values
+            extra, *columns = zip(*new, strict=True)
+            return (np.concatenate([its, extra]),
+                    *[np.concatenate([v, np.stack(c, axis=1)], axis=1) for v, c in zip(values, columns, strict=True)])
+
+        its, costs, clean = grow(self.iterations, (self.costs, self.clean_costs), rows)
+        valid_its, valid = grow(self.valid_iterations, (self.valid_costs,), valid_rows)
+        return History(its, costs, clean, valid_its, valid)
 
 
 class Outcome(NamedTuple):
@@ -79,11 +96,12 @@ def drive(
 ) -> Outcome:
     """Train ``n`` members from iteration ``start`` to ``total``.
 
-    ``run(states, n_steps)`` returns ``(states, costs, clean)`` with costs ``(n, n_steps)``
-    (or ``(n_steps,)`` for one member) and clean costs ``(n,)`` (or a scalar). ``history``
+    ``run(states, n_steps)`` returns ``(states, costs, log)`` with costs ``(n, n_steps)`` (or
+    ``(n_steps,)`` for one member) and a :class:`~jaxreg.programs.ChunkLog` of ``(n,)`` values
+    (or scalars). The loop ends early once every member has diverged or stopped. ``history``
     continues a resumed run's. ``save(outcome)`` is called every ``save_every``
     iterations (rounded up to a chunk end), at the end, and when every member has
-    diverged (the loop then stops); ``on_chunk(step, total)`` after each chunk.
+    diverged or stopped (the loop then ends); ``on_chunk(step, total)`` after each chunk.
 
     ``replay(states, member, n_steps)`` gives one member's state ``n_steps`` after
     ``states`` (those of a chunk's start), run alone: a diverged member's last finite
@@ -93,36 +111,36 @@ def drive(
             raise ValueError(f"replay: got None for {n} members, expected a function")
         replay = _replay_alone(run)
     history = history or History.empty(n)
-    rows: list[tuple[int, np.ndarray, np.ndarray]] = []
+    rows: list[tuple] = []  # (iteration, costs (n,), clean costs (n,)) at chunk starts
+    valid_rows: list[tuple] = []  # (iteration, validation costs (n,)) at chunk ends
     diverged_at = np.full(n, -1, np.int64)
     last_finite: dict[int, Any] = {}
     step, last_saved = start, start
 
     def outcome() -> Outcome:
-        if rows:
-            its, costs, clean = zip(*rows, strict=True)
-            logged = History(np.concatenate([history.iterations, its]),
-                             np.concatenate([history.costs, np.stack(costs, axis=1)], axis=1),
-                             np.concatenate([history.clean_costs, np.stack(clean, axis=1)], axis=1))
-        else:
-            logged = history
-        return Outcome(states, logged, step, diverged_at.copy(), dict(last_finite))
+        return Outcome(states, history.extended(rows, valid_rows), step, diverged_at.copy(), dict(last_finite))
 
     for end in chunk_ends(start, total, log_every):
-        new_states, costs, clean = run(states, end - step)
-        costs, clean = to_host((costs, clean))
-        costs, clean = costs.reshape(n, end - step), clean.reshape(n).astype(np.float64)
+        new_states, costs, log = run(states, end - step)
+        costs, log = to_host((costs, log))
+        costs = costs.reshape(n, end - step)
         alive = diverged_at < 0
         if step % log_every == 0:
             finite_first = alive & np.isfinite(costs[:, 0])
-            rows.append((step, np.where(finite_first, costs[:, 0], np.nan), np.where(alive, clean, np.nan)))
+            rows.append((step, np.where(finite_first, costs[:, 0], np.nan),
+                         np.where(alive, _members(log.clean_cost, n), np.nan)))
         for r in np.flatnonzero(alive & ~np.all(np.isfinite(costs), axis=1)):
             bad = int(np.argmax(~np.isfinite(costs[r])))
             diverged_at[r] = step + bad
             # The state of the last finite cost: `bad - 1` steps into the chunk, redone.
             last_finite[r] = replay(states, r, max(bad - 1, 0))
+        if log.valid_cost is not None:
+            valid_rows.append((end, np.where(diverged_at < 0, _members(log.valid_cost, n), np.nan)))
         states, step = new_states, end
-        if np.all(diverged_at >= 0):
+        stopped = diverged_at >= 0
+        if log.stopped is not None:
+            stopped |= _members(log.stopped, n).astype(bool)
+        if np.all(stopped):  # every member has diverged or stopped early: nothing left to train
             if save is not None:
                 save(outcome())
             return outcome()
@@ -132,6 +150,11 @@ def drive(
         if on_chunk is not None:
             on_chunk(end, total)
     return outcome()
+
+
+def _members(values, n: int) -> np.ndarray:
+    """A chunk's per-member values ``(n,)`` (one member's come as a scalar)."""
+    return np.asarray(values, np.float64).reshape(n)
 
 
 def _replay_alone(run: Callable) -> Callable:

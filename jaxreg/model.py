@@ -34,6 +34,7 @@ __all__ = [
     "dropout_masks",
     "forward",
     "loss",
+    "cross_entropy",
     "predict_proba",
     "predict",
     "accuracy",
@@ -116,20 +117,29 @@ def l2_penalty(params: dict) -> jax.Array:
     return sum(jnp.sum(jnp.square(params[f"W{l}"])) for l in range(1, n_layers(params) + 1))
 
 
-def loss(params: dict, X, Y, *, lambd=0.0, masks=None, keep_prob=1.0) -> jax.Array:
+def loss(params: dict, X, Y, *, lambd=0.0, masks=None, keep_prob=1.0, weights=None) -> jax.Array:
     """Scalar cost: mean binary cross-entropy plus ``lambd/(2m) * sum_l ||W_l||^2``.
 
-    The cross-entropy is computed from the logits ``z``: for a label ``y`` of 0 or 1,
-    ``-y log(sigmoid(z)) - (1-y) log(1-sigmoid(z)) = softplus((1 - 2y) z)``, one stable
-    softplus per example (half the work of two ``log_sigmoid``), so saturated units give
-    neither ``log(0)`` nor NaN. ``X`` is ``(n_x, m)``, ``Y`` is ``(1, m)`` of 0/1."""
+    ``X`` is ``(n_x, m)``, ``Y`` is ``(1, m)`` of 0/1. ``weights`` ``(1, m)`` (0/1: which
+    examples are trained on, e.g. a cross-validation fold's) make the cross-entropy their
+    weighted mean and ``m`` their sum: with 0/1 weights, exactly the cost of the examples
+    of weight 1 alone."""
     validate.features_and_labels(X, Y)
     validate.lambd(lambd)
-    logits = forward(params, X, masks=masks, keep_prob=keep_prob)
-    cost = jnp.mean(jax.nn.softplus((1 - 2 * Y.astype(logits.dtype)) * logits))
+    ce = cross_entropy(forward(params, X, masks=masks, keep_prob=keep_prob), Y)
+    m = X.shape[1] if weights is None else jnp.sum(weights)
+    cost = jnp.mean(ce) if weights is None else jnp.sum(weights * ce) / m
     if validate.is_concrete(lambd) and float(lambd) == 0.0:
         return cost
-    return cost + lambd / (2 * X.shape[1]) * l2_penalty(params)
+    return cost + lambd / (2 * m) * l2_penalty(params)
+
+
+def cross_entropy(logits, Y) -> jax.Array:
+    """Binary cross-entropy ``(1, m)`` of each example from its logit, for labels ``Y`` of 0 or 1:
+    ``-y log(sigmoid(z)) - (1-y) log(1-sigmoid(z)) = softplus((1 - 2y) z)``, one stable softplus
+    per example (half the work of two ``log_sigmoid``): saturated units give neither
+    ``log(0)`` nor NaN, and well-classified examples keep their tiny loss."""
+    return jax.nn.softplus((1 - 2 * Y.astype(logits.dtype)) * logits)
 
 
 def predict_proba(params: dict, X) -> jax.Array:

@@ -90,14 +90,16 @@ def sweep_figure(
     keep_probs: Sequence[str],
     train_mean,
     train_std,
-    test_mean=None,
-    test_std=None,
+    held_mean=None,
+    held_std=None,
     *,
+    held_out: str = "validation",
     title: str = "",
 ) -> bytes:
-    """Accuracy against ``lambd`` (one colour per keep_prob; test solid, train dashed,
-    bars of one standard deviation over seeds) beside a heat map of the mean test
-    accuracy (train accuracy without a test set) over the grid, best cell outlined.
+    """Accuracy against ``lambd`` (one colour per keep_prob; held-out solid, train dashed,
+    bars of one standard deviation over seeds and folds) beside a heat map of the mean
+    held-out accuracy (``held_out`` names it: validation; train accuracy without one) over
+    the grid, best cell outlined.
 
     Arrays are ``(len(keep_probs), len(lambds))``; ``keep_probs`` are labels
     (``"0.9"`` or ``"0.9,0.6"``). Returns the PNG file's bytes."""
@@ -109,38 +111,40 @@ def sweep_figure(
     def grid(a):
         return None if a is None else np.asarray(a, float).reshape(len(keep_probs), -1)[:, order]
 
-    train_mean, train_std, test_mean, test_std = map(grid, (train_mean, train_std, test_mean, test_std))
+    train_mean, train_std, held_mean, held_std = map(grid, (train_mean, train_std, held_mean, held_std))
     x = np.arange(len(lambds))  # evenly spaced: lambd grids are usually roughly geometric, with a 0
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(6.5 + 0.9 * len(lambds), 5.2), gridspec_kw={"width_ratios": [1.15, 1]}
     )
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(keep_probs), 2)))
     for r, kp in enumerate(keep_probs):
-        if test_mean is not None:
-            left.errorbar(x, test_mean[r], yerr=test_std[r], color=colors[r], marker="o", capsize=3,
+        if held_mean is not None:
+            left.errorbar(x, held_mean[r], yerr=held_std[r], color=colors[r], marker="o", capsize=3,
                           label=f"keep_prob {kp}")
         left.errorbar(x, train_mean[r], yerr=train_std[r], color=colors[r], marker="o", mfc="white",
                       linestyle="--", capsize=3, alpha=0.8,
-                      label=f"keep_prob {kp}" if test_mean is None else None)
-    left.plot([], [], color="gray", linestyle="-", marker="o", label="test")
+                      label=f"keep_prob {kp}" if held_mean is None else None)
+    left.plot([], [], color="gray", linestyle="-", marker="o", label=held_out)
     left.plot([], [], color="gray", linestyle="--", marker="o", mfc="white", label="train")
     left.set_xticks(x, [_label(v) for v in lambds])
     left.set_xlabel("lambd (L2 strength)")
     left.set_ylabel("accuracy")
-    left.set_title("accuracy (mean ± std over seeds)")
+    left.set_title("accuracy (mean ± std)")
     left.grid(alpha=0.3)
     left.legend(fontsize="small", loc="best")
 
-    shown = test_mean if test_mean is not None else train_mean
-    spread = test_std if test_mean is not None else train_std
+    name = held_out if held_mean is not None else "train"
+    shown = held_mean if held_mean is not None else train_mean
+    spread = held_std if held_mean is not None else train_std
     image = right.imshow(shown, cmap="viridis", aspect="auto")
-    fig.colorbar(image, ax=right, label=("test" if test_mean is not None else "train") + " accuracy")
+    fig.colorbar(image, ax=right, label=f"{name} accuracy")
     right.set_xticks(x, [_label(v) for v in lambds])
     right.set_yticks(np.arange(len(keep_probs)), list(keep_probs))
     right.set_xlabel("lambd")
     right.set_ylabel("keep_prob")
-    right.set_title(("test" if test_mean is not None else "train") + " accuracy (mean over seeds)")
-    low, high = np.nanmin(shown), np.nanmax(shown)
+    right.set_title(f"{name} accuracy (mean)")
+    finite = shown[np.isfinite(shown)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
     for r in range(shown.shape[0]):
         for c in range(shown.shape[1]):
             if np.isnan(shown[r, c]):

@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from jaxreg import reference
 from jaxreg.config import TrainConfig
 from jaxreg.masks import dropout_masks, mask_bits, mask_bits_bytes, masks_from_bits
-from jaxreg.model import init_params, loss, predict, predict_proba
+from jaxreg.model import cross_entropy, forward, init_params, loss, predict
 
 __all__ = [
     "MOMENTUM",
@@ -33,6 +33,10 @@ __all__ = [
     "TrainState",
     "Hyper",
     "Evaluation",
+    "Best",
+    "Split",
+    "ChunkLog",
+    "validation_cost",
     "make_optimizer",
     "hyper_of",
     "key_data",
@@ -60,15 +64,27 @@ class Program:
     masks: str  # the mask schedule: "per-step", "fixed" or "course"
     init: str
     dtype: str
+    split: bool = False  # members train on weighted examples and are validated on others (a Split)
+    patience: int | None = None  # early stopping: validation checks without improvement before stopping
 
     @classmethod
-    def of(cls, config: TrainConfig) -> Program:
+    def of(cls, config: TrainConfig, split: bool = False) -> Program:
         return cls(config.layer_dims, config.optimizer, config.weight_decay > 0, config.dropout, config.masks,
-                   config.init, config.dtype)
+                   config.init, config.dtype, split, config.early_stopping)
 
     def for_init(self) -> Program:
         """The part initialisation depends on: runs with and without dropout share one init program."""
-        return dataclasses.replace(self, dropout=False, masks="per-step")
+        return dataclasses.replace(self, dropout=False, masks="per-step", split=False)
+
+
+class Best(NamedTuple):
+    """Early stopping's record, carried in the state: the parameters of the lowest validation cost."""
+
+    params: dict  # like TrainState.params
+    cost: jax.Array  # scalar: their validation cost (inf before the first check)
+    step: jax.Array  # int32: the iteration they are from (-1 before the first check)
+    wait: jax.Array  # int32: checks since the last improvement
+    stopped_at: jax.Array  # int32: the iteration patience ran out (-1: still training); then parameters stay
 
 
 class TrainState(NamedTuple):
@@ -78,6 +94,7 @@ class TrainState(NamedTuple):
     opt_state: Any  # the optax optimizer's state for params
     key: jax.Array  # the run's base key (init and mask keys are split from it)
     step: jax.Array  # int32 scalar: the number of updates done so far
+    best: Best | None = None  # with early stopping
 
 
 class Hyper(NamedTuple):
@@ -89,13 +106,28 @@ class Hyper(NamedTuple):
     weight_decay: Any  # scalar; used where Program.decay
 
 
+class Split(NamedTuple):
+    """Which examples of ``X`` a member trains on and which it is validated on (0/1 weights)."""
+
+    train: Any  # (1, m)
+    valid: Any  # (1, m)
+
+
+class ChunkLog(NamedTuple):
+    """What a chunk reports besides its training costs."""
+
+    clean_cost: jax.Array  # scalar: the full network's cost (no dropout, L2 included) at the first step
+    valid_cost: jax.Array | None  # scalar: validation cross-entropy after the last step (with a Split)
+    stopped: jax.Array | None  # bool: early stopping has ended the member's training
+
+
 class Evaluation(NamedTuple):
     """Trained parameters judged: the full network (L2 included, no dropout)."""
 
-    final_cost: jax.Array  # scalar: cross-entropy + L2 term at the parameters
-    predictions: jax.Array  # (1, m) int32 on the training set
+    final_cost: jax.Array  # scalar: cross-entropy + L2 term on the training examples
+    predictions: jax.Array  # (1, m) int32 on X
     test_predictions: jax.Array | None  # (1, m_test) int32, None without a test set
-    grid_proba: jax.Array | None  # (1, g) P(y = 1) at extra points (a figure's grid), or None
+    valid_cost: jax.Array | None  # scalar: cross-entropy on the validation examples (with a Split)
 
 
 def _weights_only(params: dict) -> dict:
@@ -156,17 +188,64 @@ def _init_state(data, *, impl: str, program: Program) -> TrainState:
     init_key, _ = jax.random.split(key)
     params = _initial_params(program, init_key)
     opt_state = make_optimizer(program.optimizer, 1.0, 0.0 if program.decay else None).init(params)
-    return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32))
+    best = None
+    if program.patience is not None:
+        best = Best(params, jnp.asarray(jnp.inf, params["W1"].dtype), jnp.asarray(-1, jnp.int32),
+                    jnp.zeros((), jnp.int32), jnp.asarray(-1, jnp.int32))
+    return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32), best)
 
 
-def _run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program, n_steps: int):
+def _monitor(best: Best, params: dict, cost, step, patience: int) -> Best:
+    """Early stopping after a validation check of ``params`` (at iteration ``step``)."""
+    training = best.stopped_at < 0
+    better = (cost < best.cost) & training
+    wait = jnp.where(better, 0, best.wait + training.astype(jnp.int32))
+    return Best(
+        params=jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), params, best.params),
+        cost=jnp.where(better, cost, best.cost),
+        step=jnp.where(better, step, best.step),
+        wait=wait,
+        stopped_at=jnp.where(training & (wait >= patience), step, best.stopped_at),
+    )
+
+
+def _run_chunk(state: TrainState, hyper: Hyper, masks, split: Split | None, X, Y, *, program: Program,
+               n_steps: int):
     """``n_steps`` updates from ``state``, as ``lax.scan`` loops.
 
-    Returns ``(state, costs (n_steps,), clean_cost)``: the training cost of each step
-    (computed before its update, as the textbook prints it) and the cost of the
-    full network without dropout at the chunk's first step. ``masks`` are the masks
-    of every step for the ``course`` schedule, else None: per-step masks are
-    ``dropout_masks(fold_in(mask_key, t), ...)``, fixed ones ``dropout_masks(mask_key, ...)``."""
+    Returns ``(state, costs (n_steps,), log)``: the training cost of each step (computed
+    before its update, as the textbook prints it) and a :class:`ChunkLog`. ``masks`` are
+    the masks of every step for the ``course`` schedule, else None: per-step masks are
+    ``dropout_masks(fold_in(mask_key, t), ...)``, fixed ones ``dropout_masks(mask_key, ...)``.
+    With a ``split``, the member trains on ``split.train``'s examples and its validation
+    cost after the chunk is measured on ``split.valid``'s; with early stopping
+    (``program.patience``) that check updates ``state.best``, and a member that has
+    stopped keeps its parameters (its steps are computed and dropped: nothing retraces)."""
+    weights = None if split is None else split.train
+    clean_cost = loss(state.params, X, Y, lambd=hyper.lambd, weights=weights)
+    params, opt_state, costs = _updates(state, hyper, masks, weights, X, Y, program=program, n_steps=n_steps)
+    step = state.step + n_steps
+    best, valid_cost, stopped = state.best, None, None
+    if best is not None:  # a stopped member stays where it stopped, its step count too
+        stopped = best.stopped_at >= 0
+        params, opt_state, step = jax.tree_util.tree_map(lambda old, new: jnp.where(stopped, old, new),
+                                                         (state.params, state.opt_state, state.step),
+                                                         (params, opt_state, step))
+    if split is not None:
+        valid_cost = validation_cost(params, X, Y, split.valid)
+    if best is not None:
+        best = _monitor(best, params, valid_cost, step, program.patience)
+        stopped = best.stopped_at >= 0
+    return TrainState(params, opt_state, state.key, step, best), costs, ChunkLog(clean_cost, valid_cost, stopped)
+
+
+def validation_cost(params: dict, X, Y, valid) -> jax.Array:
+    """Mean cross-entropy of the full network on the examples of weight 1 in ``valid`` ``(1, m)``."""
+    return jnp.sum(valid * cross_entropy(forward(params, X), Y)) / jnp.sum(valid)
+
+
+def _updates(state: TrainState, hyper: Hyper, masks, weights, X, Y, *, program: Program, n_steps: int):
+    """The chunk's ``n_steps`` optimizer steps: ``(params, opt_state, costs (n_steps,))``."""
     optimizer = _optimizer(program, hyper)
     keep_prob = tuple(hyper.keep_prob[i] for i in range(len(program.layer_dims) - 2))
     mask_key = jax.random.split(state.key)[1]
@@ -175,7 +254,7 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program
     def step(carry, step_masks):
         params, opt_state = carry
         cost, grads = jax.value_and_grad(loss)(
-            params, X, Y, lambd=hyper.lambd, masks=step_masks, keep_prob=keep_prob
+            params, X, Y, lambd=hyper.lambd, masks=step_masks, keep_prob=keep_prob, weights=weights
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), cost
@@ -199,7 +278,6 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program
         carry, costs = jax.lax.scan(block, carry, jnp.arange(n_blocks))
         return carry, costs.reshape(n_blocks * size)
 
-    clean_cost = loss(state.params, X, Y, lambd=hyper.lambd)
     carry = (state.params, state.opt_state)
     if program.dropout and program.masks == "fixed":
         masks = dropout_masks(mask_key, program.layer_dims, m, keep_prob)
@@ -215,17 +293,18 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, X, Y, *, program: Program
         if n_steps % size:
             carry, rest = blocks(carry, state.step + n_steps - n_steps % size, 1, n_steps % size)
             costs = jnp.concatenate([costs, rest])
-    params, opt_state = carry
-    return TrainState(params, opt_state, state.key, state.step + n_steps), costs, clean_cost
+    return *carry, costs
 
 
-def _evaluate(params: dict, lambd, X, Y, X_test=None, grid=None) -> Evaluation:
-    """The full network's cost (L2 included, no dropout) and its predictions."""
+def _evaluate(params: dict, lambd, X, Y, X_test=None, split: Split | None = None) -> Evaluation:
+    """The full network's cost (L2 included, no dropout) on the training examples, its
+    predictions, and with a ``split`` its validation cost."""
+    weights = None if split is None else split.train
     return Evaluation(
-        final_cost=loss(params, X, Y, lambd=lambd),
+        final_cost=loss(params, X, Y, lambd=lambd, weights=weights),
         predictions=predict(params, X),
         test_predictions=None if X_test is None else predict(params, X_test),
-        grid_proba=None if grid is None else predict_proba(params, grid),
+        valid_cost=None if split is None else validation_cost(params, X, Y, split.valid),
     )
 
 
@@ -266,16 +345,20 @@ def init_members(data, *, impl: str, program: Program) -> TrainState:
 
 
 @partial(jax.jit, static_argnames=("program", "n_steps", "mesh"))
-def run_members(states, hyper, masks, X, Y, *, program: Program, n_steps: int, mesh: Mesh | None = None):
-    """:func:`run_chunk` for a stack of members (leading axis of states, hyper, masks):
-    costs ``(n, n_steps)``, clean costs ``(n,)``. On a ``mesh``, each device runs its share
-    of the members (axis ``"members"``), data replicated, no communication."""
-    run = jax.vmap(partial(_run_chunk, program=program, n_steps=n_steps), in_axes=(0, 0, 0, None, None))
-    return _sharded(run, mesh, 3, 2)(states, hyper, masks, X, Y)
+def run_members(states, hyper, masks, split, X, Y, *, program: Program, n_steps: int, mesh: Mesh | None = None):
+    """:func:`run_chunk` for a stack of members (leading axis of states, hyper, masks, split):
+    costs ``(n, n_steps)`` and a :class:`ChunkLog` of ``(n,)``. On a ``mesh``, each device runs
+    its share of the members (axis ``"members"``), data replicated, no communication."""
+    run = jax.vmap(partial(_run_chunk, program=program, n_steps=n_steps), in_axes=(0, 0, 0, 0, None, None))
+    return _sharded(run, mesh, 4, 2)(states, hyper, masks, split, X, Y)
 
 
 @partial(jax.jit, static_argnames=("mesh",))
-def evaluate_members(params, lambd, X, Y, X_test=None, *, mesh: Mesh | None = None) -> Evaluation:
-    """:func:`evaluate` for stacked parameters and ``lambd`` ``(n,)``: each field with a leading axis ``n``."""
-    run = jax.vmap(_evaluate, in_axes=(0, 0, None, None, None))
-    return _sharded(run, mesh, 2, 3)(params, lambd, X, Y, X_test)
+def evaluate_members(params, lambd, split, X, Y, X_test=None, *, mesh: Mesh | None = None) -> Evaluation:
+    """:func:`evaluate` for stacked parameters, ``lambd`` ``(n,)`` and splits: each field with a
+    leading axis ``n``."""
+    def one(params, lambd, split, X, Y, X_test):
+        return _evaluate(params, lambd, X, Y, X_test, split)
+
+    run = jax.vmap(one, in_axes=(0, 0, 0, None, None, None))
+    return _sharded(run, mesh, 3, 3)(params, lambd, split, X, Y, X_test)

@@ -1,21 +1,26 @@
-"""Hyperparameter sweeps: a grid of ``lambd`` x ``keep_prob`` x seeds in one compiled loop.
+"""Hyperparameter sweeps: a grid of ``lambd`` x ``keep_prob`` x seeds (x folds) in one compiled loop.
 
-Every member is the run :func:`jaxreg.train` would do for that configuration
-alone (``key = jax.random.key(seed)``): the same initial state, masks and step code
-(:func:`jaxreg.programs.run_chunk`), under ``jax.vmap`` over the configuration axis.
-Hyperparameter values are traced, so the whole grid compiles once per program
-(once with dropout, once without where the grid holds ``keep_prob = 1``).
+Every member is the run :func:`jaxreg.train` would do for that configuration alone
+(``key = jax.random.key(seed)``, the same validation split): the same initial state,
+masks and step code (:func:`jaxreg.programs.run_chunk`), under ``jax.vmap`` over the
+members, by the same loop (:func:`jaxreg.driver.drive`). Hyperparameter values are
+traced, so the whole grid compiles once per program (once with dropout, once without
+where the grid holds ``keep_prob = 1``). In float64 a member equals the lone run to
+rounding (1e-12 here); in float32 rounding differs too, and 30000 steps at a high
+learning rate can amplify it to a visibly different run.
 
-Scale-out is JAX's own SPMD: the configuration axis is sharded over a 1-D mesh of
+The choice is made on validation data, never on the test set (:mod:`jaxreg.selection`):
+stratified K-fold cross-validation (5 folds by default: each fold is one more member
+axis, a 0/1 weight over the same examples), a held-out fraction, or a validation set.
+The chosen configuration is then refit on every training example and only that refit
+meets the test set.
+
+Scale-out is JAX's own SPMD: the member axis is sharded over a 1-D mesh of
 ``jax.devices()`` (padded to a multiple of the device count), the data replicated;
-members never talk to each other, so a sharded sweep computes what one device
-does, up to float rounding (XLA compiles the per-device program apart and may sum
-in another order: differences of a few ulps, 4e-16 seen in float64). When the
-grid would not fit ``memory_budget`` (bytes per device) it runs in equal chunks of
-configurations, one after the other, with the same results.
-
-:func:`train_data_parallel` is the other axis: one model, examples sharded over the
-devices, parameters replicated, gradient sums reduced by XLA.
+members never talk to each other. When the grid would not fit ``memory_budget``
+(bytes per device) it runs in equal chunks of members, one after the other, with the
+same results. :func:`train_data_parallel` is the other axis: one model, examples sharded
+over the devices, parameters replicated, gradient sums reduced by XLA.
 """
 
 from __future__ import annotations
@@ -24,20 +29,20 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxreg import validate
-from jaxreg.config import TrainConfig
+from jaxreg import splits, validate
+from jaxreg.config import TrainConfig, check_seed
 from jaxreg.driver import History, Outcome, drive, to_host
 from jaxreg.masks import mask_bits_bytes
 from jaxreg.programs import (
     MEMBERS,
     Program,
+    Split,
     TrainState,
     evaluate_members,
     hyper_of,
@@ -46,11 +51,14 @@ from jaxreg.programs import (
     run_chunk,
     run_members,
 )
-from jaxreg.training import TrainResult, course_masks, make_config, train
+from jaxreg.selection import NoChoice, SweepResult
+from jaxreg.training import TrainResult, course_masks, make_config, train, validation_splits
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_FOLDS",
     "SweepResult",
+    "NoChoice",
     "sweep",
     "member_bytes",
     "default_memory_budget",
@@ -58,103 +66,7 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes per device where the device does not report its memory
-
-
-class SweepResult(NamedTuple):
-    """A finished sweep: ``n`` members in grid order (``lambd`` slowest, seed fastest).
-
-    Per-member arrays have a leading axis of ``n``; histories are ``(n, k)`` at the
-    ``k`` logged iterations, NaN from a member's divergence on."""
-
-    lambd: np.ndarray  # (n,) float
-    keep_prob: tuple[tuple[float, ...], ...]  # n tuples, one value per hidden layer
-    seed: np.ndarray  # (n,) int
-    states: TrainState  # stacked final states (host arrays; key (n,) typed keys)
-    iterations: np.ndarray  # (k,) logged iterations: 0, log_every, ...
-    costs: np.ndarray  # (n, k) training cost (with dropout where on)
-    clean_costs: np.ndarray  # (n, k) cost of the full network, no dropout
-    final_cost: np.ndarray  # (n,) cost of the final parameters: full network, L2 included
-    train_accuracy: np.ndarray  # (n,)
-    test_accuracy: np.ndarray | None  # (n,), None without a test set
-    diverged_at: np.ndarray  # (n,) iteration whose cost was not finite, -1 where none
-    configs: tuple[TrainConfig, ...]  # (n,) each member's configuration
-    n_programs: int  # compiled programs: 2 where the grid mixes keep_prob 1 and dropout, else 1
-    n_chunks: int  # runs of a compiled program, one after the other: n_programs, more when memory-bound
-    n_devices: int  # devices the configuration axis was sharded over
-
-    @property
-    def params(self) -> dict:
-        """Stacked final parameters ``{"W<l>": (n, n_l, n_{l-1}), ...}``."""
-        return self.states.params
-
-    def member(self, i: int) -> TrainResult:
-        """Member ``i`` as the :class:`~jaxreg.training.TrainResult` that ``train`` returns
-        (for a diverged member: the one carried by ``TrainingDiverged.result``)."""
-        keys = np.asarray(jax.random.key_data(self.states.key))
-        state = jax.tree_util.tree_map(lambda a: jax.device_put(a[i]), self.states._replace(key=None))
-        state = state._replace(key=jax.random.wrap_key_data(keys[i], impl=str(jax.random.key_impl(self.states.key))))
-        # A diverged member's history holds the logged iterations before its divergence, as train's does.
-        k = len(self.iterations) if self.diverged_at[i] < 0 else int(
-            np.searchsorted(self.iterations, self.diverged_at[i], side="left"))
-        return TrainResult(
-            params=state.params,
-            state=state,
-            iterations=self.iterations[:k],
-            costs=self.costs[i, :k],
-            clean_costs=self.clean_costs[i, :k],
-            final_cost=float(self.final_cost[i]),
-            train_accuracy=float(self.train_accuracy[i]),
-            test_accuracy=None if self.test_accuracy is None else float(self.test_accuracy[i]),
-            config=self.configs[i],
-        )
-
-    def records(self) -> list[dict]:
-        """One plain dict per member (JSON-ready): lambd, keep_prob, seed, accuracies, costs."""
-        rows = []
-        for i in range(len(self.seed)):
-            rows.append({
-                "lambd": float(self.lambd[i]),
-                "keep_prob": list(self.keep_prob[i]),
-                "seed": int(self.seed[i]),
-                "train_accuracy": float(self.train_accuracy[i]),
-                "test_accuracy": None if self.test_accuracy is None else float(self.test_accuracy[i]),
-                "final_cost": _number(self.final_cost[i]),
-                "diverged_at": None if self.diverged_at[i] < 0 else int(self.diverged_at[i]),
-            })
-        return rows
-
-    def summary(self) -> list[dict]:
-        """Mean and standard deviation over seeds, one dict per (lambd, keep_prob), grid order."""
-        groups: dict[tuple, list[int]] = {}
-        for i, key in enumerate(zip(self.lambd.tolist(), self.keep_prob, strict=True)):
-            groups.setdefault(key, []).append(i)
-        rows = []
-        for (lambd, keep_prob), idx in groups.items():
-            row = {"lambd": lambd, "keep_prob": list(keep_prob), "seeds": len(idx),
-                   "diverged": int(np.sum(self.diverged_at[idx] >= 0))}
-            for name in ("train_accuracy", "test_accuracy", "final_cost"):
-                values = getattr(self, name)
-                if values is None:
-                    continue
-                values = np.asarray(values)[idx]
-                row[f"{name}_mean"] = _number(np.mean(values))
-                row[f"{name}_std"] = _number(np.std(values))
-            rows.append(row)
-        return rows
-
-    def best(self) -> dict:
-        """The :meth:`summary` row with the highest mean test accuracy (train accuracy
-        without a test set); ties go to the smaller spread over seeds, then the larger
-        lambd, then the smaller keep_prob (the more regularized model), then grid order."""
-        metric = "test_accuracy" if self.test_accuracy is not None else "train_accuracy"
-        return max(self.summary(), key=lambda r: (r[f"{metric}_mean"], -r[f"{metric}_std"], r["lambd"],
-                                                  -sum(r["keep_prob"])))
-
-
-def _number(x) -> float | None:
-    """A float for JSON: None for NaN or infinity."""
-    x = float(x)
-    return x if math.isfinite(x) else None
+DEFAULT_FOLDS = 5  # as scikit-learn's GridSearchCV
 
 
 # ----------------------------------------------------------------------------- grid checks
@@ -192,23 +104,25 @@ def _distinct(name: str, values: list) -> None:
 
 
 def member_bytes(layer_dims: Sequence[int], m: int, *, dtype: str = "float32", optimizer: str = "sgd",
-                 n_steps: int = 1) -> int:
+                 n_steps: int = 1, split: bool = False, early_stopping: bool = False) -> int:
     """A generous estimate of the device bytes one member of a sweep needs while training.
 
-    Parameters, gradients, updates and the new parameters (4 copies) plus the
-    optimizer's moments; per step the activations kept for the backward pass and
-    their gradients (about 6 numbers per unit and example), the masks (5 bytes per
-    hidden unit and example, generously), the block of packed mask bits that
+    Parameters, gradients, updates and the new parameters (4 copies; one more for early
+    stopping's best) plus the optimizer's moments; per step the activations kept for the
+    backward pass and their gradients (about 6 numbers per unit and example), the masks
+    (5 bytes per hidden unit and example, generously), the block of packed mask bits that
     ``run_chunk`` draws ahead for per-step masks (at most 1 MiB; twice one step's bits,
-    generously, where those are more) and the ``n_steps`` costs."""
+    generously, where those are more), the ``n_steps`` costs and, with a validation split,
+    its two weights per example."""
     dims = validate.layer_dims(layer_dims)
     itemsize = np.dtype(dtype).itemsize
     n_params = sum(dims[l] * dims[l - 1] + dims[l] for l in range(1, len(dims)))
-    moments = {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2)
+    copies = 4 + {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2) + early_stopping
     units, hidden = sum(dims[1:]), sum(dims[1:-1])
     step_bits = mask_bits_bytes(dims, m)
     mask_block = max(min(2**20, step_bits * max(n_steps, 1)), 2 * step_bits)
-    return itemsize * ((4 + moments) * n_params + 6 * units * m + n_steps) + 5 * hidden * m + mask_block
+    numbers = copies * n_params + 6 * units * m + n_steps + 2 * m * split
+    return itemsize * numbers + 5 * hidden * m + mask_block
 
 
 def default_memory_budget(device=None) -> int:
@@ -240,6 +154,11 @@ def sweep(
     lambd=(0.0,),
     keep_prob=(1.0,),
     seeds=1,
+    folds: int | None = None,
+    validation: tuple | None = None,
+    validation_split: float | None = None,
+    split_seed: int = 0,
+    refit: bool = True,
     X_test=None,
     Y_test=None,
     memory_budget: int | None = None,
@@ -247,25 +166,65 @@ def sweep(
     on_progress: Callable[[int, int], None] | None = None,
     **options,
 ) -> SweepResult:
-    """Train every ``lambd`` x ``keep_prob`` x seed configuration of the network ``layer_dims``.
+    """Train every ``lambd`` x ``keep_prob`` x seed configuration of the network ``layer_dims``,
+    judge each on validation data and refit the best on every training example.
 
     ``lambd``: grid values (numbers >= 0); ``keep_prob``: grid values, each a float or
     one value per hidden layer (a bare float is a one-value grid); ``seeds``: a count
     ``N`` (seeds ``0..N-1``) or a list; each seed ``s`` runs with ``jax.random.key(s)``,
     as ``train(seed=s)`` does. ``options`` are the other :class:`TrainConfig` fields,
-    shared by the grid. ``memory_budget``: bytes per device (default
-    :func:`default_memory_budget`); ``devices``: the devices to shard the
-    configuration axis over (default all of ``jax.devices()``).
+    shared by the grid (``early_stopping=P`` too).
+
+    Validation: ``validation=(X_val, Y_val)``, or ``validation_split=F`` (a stratified
+    held-out fraction), or ``folds=K`` stratified folds (the default: 5 folds when
+    neither of the others is given; ``folds=0``: no validation, nothing is chosen),
+    drawn from ``split_seed``. With ``refit``, the best configuration (see
+    :meth:`SweepResult.ranking`) is trained on all of ``X`` with its first seed and only
+    that run is judged on ``X_test``.
+
+    ``memory_budget``: bytes per device (default :func:`default_memory_budget`);
+    ``devices``: the devices to shard the members over (default all of ``jax.devices()``).
     ``on_progress(done, total)`` is called after each compiled chunk, counting
     member-iterations. Diverging members do not stop the sweep: see ``diverged_at``."""
     validate.train_and_test(X, Y, X_test, Y_test)
     configs, seed_of = _grid(layer_dims, X.shape[0], lambd, keep_prob, seeds, options)
-    base = configs[0]
+    split = _validation(X, Y, configs[0], folds, validation, validation_split, split_seed)
+    n_splits = 1 if split is None else split.train.shape[0]
+    member_config = [c for c in configs for _ in range(n_splits)]
+    member_seed, member_fold = np.repeat(seed_of, n_splits), np.tile(np.arange(n_splits), len(configs))
+    if split is None:
+        member_fold[:] = -1
+    Xs, Ys = (X, Y) if split is None else (split.X, split.Y)
+    runs = _run(member_config, member_seed, member_fold, split, Xs, Ys, memory_budget, devices, on_progress)
+    result = _result(member_config, member_seed, member_fold, split, runs, Xs, Ys, X_test, Y_test)
+    if refit and split is not None and result.ranking():
+        result = result._replace(refit=_refit(result, X, Y, X_test, Y_test))
+    return result
+
+
+def _validation(X, Y, base: TrainConfig, folds, validation, validation_split, split_seed) -> splits.Splits | None:
+    """How members are validated: a validation set, a held-out fraction or stratified folds."""
+    if folds is not None and (validation is not None or validation_split is not None):
+        raise ValueError("folds: got folds beside validation data, expected one way to validate")
+    if folds is None and validation is None and validation_split is None:
+        folds = DEFAULT_FOLDS
+    if folds == 0 or folds is None:
+        return validation_splits(X, Y, base, validation, validation_split, split_seed)
+    if not isinstance(folds, bool) and isinstance(folds, int | np.integer) and folds == 1:
+        raise ValueError("folds: got 1, expected 0 (no validation) or a count from 2 (cross-validation)")
+    return splits.stratified_folds(np.asarray(X, np.float64), np.asarray(Y, np.float64), folds,
+                                   check_seed(split_seed, "split_seed"))
+
+
+def _run(member_config, member_seed, member_fold, split, X, Y, memory_budget, devices, on_progress) -> dict:
+    """Train every member, in chunks of members that fit the memory budget, sharded over the devices."""
+    base = member_config[0]
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices: got none, expected at least one device")
     per_member = member_bytes(base.layer_dims, X.shape[1], dtype=base.dtype, optimizer=base.optimizer,
-                              n_steps=min(base.log_every, max(base.iterations, 1)))
+                              n_steps=min(base.log_every, max(base.iterations, 1)), split=split is not None,
+                              early_stopping=base.early_stopping is not None)
     data_bytes = (X.size + Y.size) * np.dtype(base.dtype).itemsize
     per_device = max(1, (_budget(memory_budget, devices[0]) - data_bytes) // per_member)
     mesh = Mesh(np.asarray(devices), (MEMBERS,)) if len(devices) > 1 else None
@@ -273,45 +232,90 @@ def sweep(
     Xd, Yd = (place(np.asarray(a, base.dtype), P()) for a in (X, Y))
 
     groups: dict[Program, list[int]] = {}
-    for i, config in enumerate(configs):  # one compiled program with dropout, one without
-        groups.setdefault(Program.of(config), []).append(i)
-    members: list = [None] * len(configs)  # (final state, history, diverged_at) of each member
-    done, total, n_chunks = 0, len(configs) * base.iterations, 0
+    for i, config in enumerate(member_config):  # one compiled program with dropout, one without
+        groups.setdefault(Program.of(config, split=split is not None), []).append(i)
+    members: list = [None] * len(member_config)  # (final state, history, diverged_at) of each member
+    done, total, n_chunks = 0, len(member_config) * base.iterations, 0
     for program, indices in groups.items():
         chunks, size = _chunking(len(indices), len(devices), per_device)
         n_chunks += chunks
         for c in range(chunks):
             real = indices[c * size: (c + 1) * size]
-            idx = real + [real[-1]] * (size - len(real))  # padding: copies of a real member, dropped
+            idx = np.asarray(real + [real[-1]] * (size - len(real)))  # padding: copies of a real member, dropped
             progress = None if on_progress is None else partial(_progress, on_progress, done, len(real), total)
-            outcome = _train_members([configs[i] for i in idx], seed_of[idx], program, Xd, Yd, mesh, place,
-                                     progress)
+            weights = None if split is None else Split(split.train[member_fold[idx]], split.valid[member_fold[idx]])
+            outcome = _train_members([member_config[i] for i in idx], member_seed[idx], weights, program, Xd, Yd,
+                                     mesh, place, progress)
             done += len(real) * base.iterations
             host = to_host(outcome.states._replace(key=None))
             for r, i in enumerate(real):
                 members[i] = _member_of(outcome, host, r)
-    return _result(configs, seed_of, members, X, Y, X_test, Y_test, n_programs=len(groups), n_chunks=n_chunks,
-                   n_devices=len(devices))
+    return {"members": members, "n_programs": len(groups), "n_chunks": n_chunks, "n_devices": len(devices)}
 
 
-def _result(configs, seed_of, members: list, X, Y, X_test, Y_test, **counts) -> SweepResult:
+def _result(member_config, member_seed, member_fold, split, runs: dict, X, Y, X_test, Y_test) -> SweepResult:
     """The members' final states, histories and evaluations, stacked in grid order."""
-    final, histories, diverged_at = zip(*members, strict=True)
+    final, histories, diverged_at = zip(*runs.pop("members"), strict=True)
     states = jax.tree_util.tree_map(lambda *a: np.stack(a), *final)
-    keys = jax.random.wrap_key_data(np.stack([key_data(seed=int(s))[0] for s in seed_of]))
+    keys = jax.random.wrap_key_data(np.stack([key_data(seed=int(s))[0] for s in member_seed]))
+    best = states.best
+    history = _stacked(histories)
+    for i in np.flatnonzero(best.stopped_at >= 0) if best is not None else ():  # as a run alone ends there
+        history.costs[i, history.iterations >= best.stopped_at[i]] = np.nan
+        history.clean_costs[i, history.iterations >= best.stopped_at[i]] = np.nan
+        history.valid_costs[i, history.valid_iterations > best.stopped_at[i]] = np.nan
+    weights = None if split is None else Split(split.train[member_fold], split.valid[member_fold])
+    params = states.params if best is None else best.params
+    judged = _judge(params, member_config, weights, X, Y, X_test if split is None else None, Y_test)
+    no_stop = np.full(len(member_seed), -1, np.int64)
     return SweepResult(
-        lambd=np.asarray([c.lambd for c in configs]),
-        keep_prob=tuple(c.keep_prob for c in configs),
-        seed=seed_of.astype(np.int64),
+        lambd=np.asarray([c.lambd for c in member_config]),
+        keep_prob=tuple(c.keep_prob for c in member_config),
+        seed=member_seed.astype(np.int64),
+        fold=np.asarray(member_fold, np.int64),
         states=states._replace(key=keys),
-        iterations=histories[0].iterations,
-        costs=np.concatenate([h.costs for h in histories]),
-        clean_costs=np.concatenate([h.clean_costs for h in histories]),
+        iterations=history.iterations,
+        costs=history.costs,
+        clean_costs=history.clean_costs,
+        valid_iterations=history.valid_iterations,
+        valid_costs=history.valid_costs,
+        best_iteration=no_stop if best is None else np.asarray(best.step, np.int64),
+        stopped_at=no_stop if best is None else np.asarray(best.stopped_at, np.int64),
         diverged_at=np.asarray(diverged_at, np.int64),
-        configs=tuple(configs),
-        **_judge(states.params, configs, X, Y, X_test, Y_test),
-        **counts,
+        configs=tuple(member_config),
+        validation=None if split is None else split.kind,
+        refit=None,
+        **judged,
+        **runs,
     )
+
+
+def _stacked(histories: list[History]) -> History:
+    """One member's histories stacked, NaN-padded to the longest: a chunk of members that all
+    stopped early ends its loop sooner than the others."""
+    longest = max(histories, key=lambda h: (len(h.iterations), len(h.valid_iterations)))
+
+    def pad(values, k):
+        return np.pad(values, ((0, 0), (0, k - values.shape[1])), constant_values=np.nan)
+
+    return longest._replace(
+        costs=np.concatenate([pad(h.costs, len(longest.iterations)) for h in histories]),
+        clean_costs=np.concatenate([pad(h.clean_costs, len(longest.iterations)) for h in histories]),
+        valid_costs=np.concatenate([pad(h.valid_costs, len(longest.valid_iterations)) for h in histories]),
+    )
+
+
+def _refit(result: SweepResult, X, Y, X_test, Y_test) -> TrainResult:
+    """The chosen configuration trained on every training example with its first seed. With
+    early stopping, for the members' mean best iteration (rounded up to a check), as the
+    refit has no validation data to stop on."""
+    config, best = result.best_config(), result.best()
+    if config.early_stopping is not None:
+        checks = math.ceil(best["best_iteration_mean"] / config.log_every)
+        config = config.replace(iterations=max(1, checks) * config.log_every, early_stopping=None)
+    seed = int(result.seed[next(i for i, c in enumerate(result.configs) if c.lambd == config.lambd
+                                and c.keep_prob == config.keep_prob)])
+    return train(X, Y, config, seed=seed, X_test=X_test, Y_test=Y_test)
 
 
 def _progress(on_progress, done: int, members: int, total: int, step: int, _iterations: int) -> None:
@@ -349,8 +353,8 @@ def _placement(mesh: Mesh | None, devices: list):
     return lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))
 
 
-def _train_members(configs: list[TrainConfig], seeds: np.ndarray, program: Program, X, Y, mesh, place,
-                   on_chunk) -> Outcome:
+def _train_members(configs: list[TrainConfig], seeds: np.ndarray, split: Split | None, program: Program, X, Y, mesh,
+                   place, on_chunk) -> Outcome:
     """One chunk of members (a multiple of the device count), trained by the driver."""
     base = configs[0]
     data = np.stack([key_data(seed=int(s))[0] for s in seeds])
@@ -358,13 +362,14 @@ def _train_members(configs: list[TrainConfig], seeds: np.ndarray, program: Progr
     hyper = jax.tree_util.tree_map(lambda *a: np.stack(a), *[hyper_of(c) for c in configs])
     masks = [course_masks(c, X.shape[1]) for c in configs]
     masks = None if masks[0] is None else jax.tree_util.tree_map(lambda *a: np.stack(a), *masks)
-    states, hyper, masks = (jax.tree_util.tree_map(lambda a: place(a, P(MEMBERS)), t) for t in (states, hyper, masks))
+    member_args = (states, hyper, masks, split)
+    states, hyper, masks, split = (jax.tree_util.tree_map(lambda a: place(a, P(MEMBERS)), t) for t in member_args)
 
     def run(states, n_steps):
-        return run_members(states, hyper, masks, X, Y, program=program, n_steps=n_steps, mesh=mesh)
+        return run_members(states, hyper, masks, split, X, Y, program=program, n_steps=n_steps, mesh=mesh)
 
     def replay(states, r, n_steps):  # a diverged member alone, as train runs it: the same program
-        state, one = _host_member(states, r), _host_member((hyper, masks), r)
+        state, one = _host_member(states, r), _host_member((hyper, masks, split), r)
         return state if n_steps == 0 else run_chunk(state, *one, X, Y, program=program, n_steps=n_steps)[0]
 
     return drive(run, states, n=len(configs), start=0, total=base.iterations, log_every=base.log_every,
@@ -390,21 +395,29 @@ def _member_of(outcome: Outcome, host: TrainState, r: int) -> tuple[TrainState, 
         state = jax.tree_util.tree_map(lambda a: a[r], host)
     else:
         state = to_host(outcome.last_finite[r]._replace(key=None))
-    history = outcome.history  # NaN where the member had diverged
-    one = History(history.iterations, history.costs[r:r + 1], history.clean_costs[r:r + 1])
+    h = outcome.history  # NaN where the member had diverged
+    one = History(h.iterations, h.costs[r:r + 1], h.clean_costs[r:r + 1], h.valid_iterations, h.valid_costs[r:r + 1])
     return state._replace(key=None), one, at
 
 
-def _judge(params: dict, configs: list[TrainConfig], X, Y, X_test, Y_test) -> dict:
-    """Final costs and exact accuracies of every member, in one compiled call."""
+def _judge(params: dict, configs: list[TrainConfig], split: Split | None, X, Y, X_test, Y_test) -> dict:
+    """Final costs and exact accuracies of every member, in one compiled call: on its training
+    examples, its validation examples (with a split) and the test set (given only without one)."""
     dtype = configs[0].dtype
     lambd = np.asarray([c.lambd for c in configs], dtype)
     Xt = None if X_test is None else np.asarray(X_test, dtype)
-    out = to_host(evaluate_members(params, lambd, np.asarray(X, dtype), np.asarray(Y, dtype), Xt))
+    out = to_host(evaluate_members(params, lambd, split, np.asarray(X, dtype), np.asarray(Y, dtype), Xt))
+    right = out.predictions == np.asarray(Y)
+
+    def accuracy(weights):
+        return np.sum(right * weights, axis=(1, 2)) / np.sum(weights, axis=(1, 2))
+
     return dict(
         final_cost=out.final_cost.astype(np.float64),
-        train_accuracy=np.mean(out.predictions == np.asarray(Y), axis=(1, 2)),
-        test_accuracy=None if X_test is None else np.mean(out.test_predictions == np.asarray(Y_test), axis=(1, 2)),
+        train_accuracy=np.mean(right, axis=(1, 2)) if split is None else accuracy(split.train),
+        valid_accuracy=None if split is None else accuracy(split.valid),
+        valid_cost=None if split is None else out.valid_cost.astype(np.float64),
+        test_accuracy=None if Xt is None else np.mean(out.test_predictions == np.asarray(Y_test), axis=(1, 2)),
     )
 
 

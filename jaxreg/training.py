@@ -26,26 +26,36 @@ import jax
 import numpy as np
 
 from jaxreg import checkpoint as ckpt
-from jaxreg import reference, validate
+from jaxreg import reference, splits, validate
 from jaxreg.config import TrainConfig, check_seed
 from jaxreg.driver import History, Outcome, drive
-from jaxreg.programs import Program, TrainState, evaluate, hyper_of, init_state, key_data, run_chunk
+from jaxreg.programs import Program, Split, TrainState, evaluate, hyper_of, init_state, key_data, run_chunk
+from jaxreg.splits import Splits
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "data_fingerprint", "judge"]
 
 
 class TrainResult(NamedTuple):
-    """A finished run: final parameters and state, history, accuracies."""
+    """A finished run: final parameters and state, history, accuracies.
+
+    With early stopping, ``params`` are those of the best validation check (``best_iteration``),
+    and ``state`` is where training ended (``stopped_at``, or the last iteration)."""
 
     params: dict
     state: TrainState
     iterations: np.ndarray  # (k,) the logged iterations: 0, log_every, 2*log_every, ...
     costs: np.ndarray  # (k,) training cost at those iterations (with dropout where on)
     clean_costs: np.ndarray  # (k,) cost of the full network, without dropout, same iterations
-    final_cost: float  # cost of the full network (L2 included, no dropout) at the final parameters
+    final_cost: float  # cost of the full network (L2 included, no dropout) at params, on the training examples
     train_accuracy: float
     test_accuracy: float | None
     config: TrainConfig
+    valid_accuracy: float | None = None  # on the validation examples, where there are some
+    valid_cost: float | None = None  # their mean cross-entropy at params
+    valid_iterations: np.ndarray = np.zeros(0, np.int64)  # (j,) the validation checks: log_every, ...
+    valid_costs: np.ndarray = np.zeros(0)  # (j,) the validation cost at each check
+    best_iteration: int | None = None  # early stopping: the check whose parameters were kept
+    stopped_at: int | None = None  # early stopping: the iteration patience ran out, None if it did not
 
 
 class TrainingDiverged(RuntimeError):
@@ -114,6 +124,9 @@ def train(
     seed: int | None = None,
     X_test=None,
     Y_test=None,
+    validation: tuple | None = None,
+    validation_split: float | None = None,
+    split_seed: int = 0,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -125,13 +138,20 @@ def train(
 
     ``layer_dims`` is a :class:`TrainConfig`, or ``[n_x, n_1, ..., 1]`` with ``options``
     the other fields of one (``lambd``, ``keep_prob``, ``learning_rate``, ``iterations``,
-    ``optimizer``, ``weight_decay``, ``init``, ``masks``, ``log_every``, ``dtype``).
-    ``key`` or ``seed`` (giving ``jax.random.key(seed)``; seed 0 when neither is given)
-    drives initialisation and masks. With ``checkpoint``, the state is saved atomically
-    every ``checkpoint_every`` iterations (rounded up to a chunk end) and at the end;
-    ``resume=True`` continues from it up to ``iterations``. ``on_chunk(step, total)`` is
-    called after each chunk. ``sharding`` places ``X`` and ``Y`` (e.g. examples split
-    over devices); by default they go to one device.
+    ``optimizer``, ``weight_decay``, ``init``, ``masks``, ``log_every``, ``dtype``,
+    ``early_stopping``). ``key`` or ``seed`` (giving ``jax.random.key(seed)``; seed 0 when
+    neither is given) drives initialisation and masks.
+
+    Validation: ``validation=(X_val, Y_val)``, or ``validation_split=F`` (a stratified
+    fraction of ``X`` held out, drawn from ``split_seed``). Its cost is checked after each
+    chunk (every ``log_every`` iterations); with ``early_stopping=P`` training stops after
+    ``P`` checks without improvement and keeps the best check's parameters.
+
+    With ``checkpoint``, the state is saved atomically every ``checkpoint_every``
+    iterations (rounded up to a chunk end) and at the end; ``resume=True`` continues from
+    it up to ``iterations``. ``on_chunk(step, total)`` is called after each chunk.
+    ``sharding`` places ``X`` and ``Y`` (e.g. examples split over devices); by default
+    they go to one device.
 
     Raises :class:`TrainingDiverged` when the cost turns NaN or infinite."""
     validate.train_and_test(X, Y, X_test, Y_test)
@@ -144,8 +164,12 @@ def train(
         raise ValueError(f"checkpoint_every: got {checkpoint_every!r}, expected an integer >= 1")
     if resume and checkpoint is None:
         raise ValueError("resume: got True without a checkpoint path, expected checkpoint=PATH")
+    split = validation_splits(X, Y, config, validation, validation_split, split_seed)
+    if split is not None:
+        X, Y = split.X, split.Y
+    one = None if split is None else Split(split.train[0], split.valid[0])
 
-    program, hyper = Program.of(config), hyper_of(config)
+    program, hyper = Program.of(config, split=one is not None), hyper_of(config)
     Xd, Yd = (jax.device_put(np.asarray(a, config.dtype), sharding) for a in (X, Y))
     state = init_state(data, impl=impl, program=program.for_init())
     meta = {"config": config.to_json(), "data": data_fingerprint(X, Y)}
@@ -155,24 +179,43 @@ def train(
     masks = course_masks(config, X.shape[1])
 
     def run(state, n_steps):
-        return run_chunk(state, hyper, masks, Xd, Yd, program=program, n_steps=n_steps)
+        return run_chunk(state, hyper, masks, one, Xd, Yd, program=program, n_steps=n_steps)
 
     def save(outcome: Outcome):
         state, logged = _member(outcome)
-        ckpt.save(checkpoint, state, {**meta, "history": {
-            "iterations": logged.iterations.tolist(), "costs": logged.costs[0].tolist(),
-            "clean_costs": logged.clean_costs[0].tolist()}})
+        ckpt.save(checkpoint, state, {**meta, "history": _history_json(logged)})
 
-    start = int(state.step)
-    outcome = drive(run, state, n=1, start=start, total=config.iterations, log_every=config.log_every,
+    outcome = drive(run, state, n=1, start=int(state.step), total=config.iterations, log_every=config.log_every,
                     history=history, save=None if checkpoint is None else save, save_every=checkpoint_every,
                     on_chunk=on_chunk)
     state, logged = _member(outcome)
-    result = _result(state, logged, config, X, Y, X_test, Y_test, hyper.lambd)
+    result = _result(state, logged, config, X, Y, X_test, Y_test, one)
     if outcome.diverged_at[0] >= 0:
         iteration = int(outcome.diverged_at[0])
         raise TrainingDiverged(iteration, _cost_at(outcome, iteration), result)
     return result
+
+
+def validation_splits(X, Y, config: TrainConfig, validation, validation_split, split_seed) -> Splits | None:
+    """The validation set or held-out fraction a run is judged on (None: none), checked."""
+    if validation is not None and validation_split is not None:
+        raise ValueError("validation, validation_split: got both, expected one")
+    dtype = np.float64
+    X, Y = np.asarray(X, dtype), np.asarray(Y, dtype)
+    if validation is not None:
+        if not isinstance(validation, tuple | list) or len(validation) != 2:
+            raise TypeError(f"validation: got {type(validation).__name__}, expected a pair (X_val, Y_val)")
+        X_val, Y_val = validation
+        validate.features_and_labels(X_val, Y_val, "X_val", "Y_val")
+        if X_val.shape[0] != X.shape[0]:
+            raise ValueError(f"X_val: got {X_val.shape[0]} features, expected {X.shape[0]} as in X")
+        return splits.appended(X, Y, np.asarray(X_val, dtype), np.asarray(Y_val, dtype))
+    if validation_split is not None:
+        return splits.holdout(X, Y, validation_split, check_seed(split_seed, "split_seed"))
+    if config.early_stopping is not None:
+        raise ValueError(f"early_stopping: got {config.early_stopping} without validation data, expected "
+                         "validation=(X_val, Y_val) or validation_split=F (the cost it watches)")
+    return None
 
 
 def _member(outcome: Outcome) -> tuple[TrainState, History]:
@@ -188,29 +231,46 @@ def _cost_at(outcome: Outcome, iteration: int) -> float:
     return float(outcome.history.costs[0, hit[0]]) if hit.size else float("nan")
 
 
-def judge(params: dict, lambd, X, Y, X_test=None, Y_test=None) -> tuple[float, float, float | None]:
-    """``(final_cost, train_accuracy, test_accuracy)`` of trained parameters, in one compiled
-    call: the full network's cost (L2 included, no dropout), and accuracies counted
-    exactly on the host (None without a test set)."""
+def _history_json(history: History) -> dict:
+    return {"iterations": history.iterations.tolist(), "costs": history.costs[0].tolist(),
+            "clean_costs": history.clean_costs[0].tolist(), "valid_iterations": history.valid_iterations.tolist(),
+            "valid_costs": history.valid_costs[0].tolist()}
+
+
+def judge(params: dict, lambd, X, Y, X_test=None, Y_test=None, split: Split | None = None) -> dict:
+    """Trained parameters in one compiled call: ``final_cost`` (the full network's, L2
+    included, no dropout, on the training examples), accuracies counted exactly on the host
+    (``train_accuracy``, ``test_accuracy``: None without a test set; with a ``split``,
+    ``valid_accuracy`` and ``valid_cost`` on its validation examples)."""
     dtype = params["W1"].dtype
     Xt = None if X_test is None else np.asarray(X_test, dtype)
-    out = evaluate(params, np.asarray(lambd, dtype), np.asarray(X, dtype), np.asarray(Y, dtype), Xt)
-    test = None if X_test is None else float(np.mean(np.asarray(out.test_predictions) == np.asarray(Y_test)))
-    return float(out.final_cost), float(np.mean(np.asarray(out.predictions) == np.asarray(Y))), test
+    out = evaluate(params, np.asarray(lambd, dtype), np.asarray(X, dtype), np.asarray(Y, dtype), Xt, split)
+    right = np.asarray(out.predictions) == np.asarray(Y)
+    judged = {"final_cost": float(out.final_cost),
+              "test_accuracy": None if X_test is None else float(np.mean(np.asarray(out.test_predictions)
+                                                                          == np.asarray(Y_test)))}
+    if split is None:
+        return {**judged, "train_accuracy": float(np.mean(right))}
+    train, valid = (np.asarray(w, bool) for w in split)
+    return {**judged, "train_accuracy": float(np.mean(right[train])), "valid_accuracy": float(np.mean(right[valid])),
+            "valid_cost": float(out.valid_cost)}
 
 
-def _result(state, history: History, config, X, Y, X_test, Y_test, lambd) -> TrainResult:
-    final_cost, train_accuracy, test_accuracy = judge(state.params, lambd, X, Y, X_test, Y_test)
+def _result(state: TrainState, history: History, config, X, Y, X_test, Y_test, split) -> TrainResult:
+    best = state.best
+    params = state.params if best is None else best.params
     return TrainResult(
-        params=state.params,
+        params=params,
         state=state,
         iterations=history.iterations,
         costs=history.costs[0],
         clean_costs=history.clean_costs[0],
-        final_cost=final_cost,
-        train_accuracy=train_accuracy,
-        test_accuracy=test_accuracy,
         config=config,
+        valid_iterations=history.valid_iterations,
+        valid_costs=history.valid_costs[0],
+        best_iteration=None if best is None else int(best.step),
+        stopped_at=None if best is None or int(best.stopped_at) < 0 else int(best.stopped_at),
+        **judge(params, config.lambd, X, Y, X_test, Y_test, split),
     )
 
 
@@ -232,5 +292,7 @@ def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[Tr
         )
     logged = stored["history"]
     history = History(np.asarray(logged["iterations"], np.int64), np.asarray([logged["costs"]], np.float64),
-                      np.asarray([logged["clean_costs"]], np.float64))
+                      np.asarray([logged["clean_costs"]], np.float64),
+                      np.asarray(logged.get("valid_iterations", []), np.int64),
+                      np.asarray([logged.get("valid_costs", [])], np.float64))
     return state, history

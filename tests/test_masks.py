@@ -139,7 +139,7 @@ def test_compiled_loop_uses_dropout_masks_of_fold_in(dims, m, n_steps):
     data, impl = key_data(jax.random.key(3))
     state = init_state(data, impl=impl, program=Program.of(config).for_init())._replace(step=jnp.asarray(5, jnp.int32))
     hyper = hyper_of(config)
-    new, costs, _ = run_chunk(state, hyper, None, X, Y, program=Program.of(config), n_steps=n_steps)
+    new, costs, _ = run_chunk(state, hyper, None, None, X, Y, program=Program.of(config), n_steps=n_steps)
     (params, _), want = _plain_loop(state, hyper, X, Y, dims, n_steps)
     np.testing.assert_allclose(costs, want, rtol=1e-12, atol=0)
     for k in params:

@@ -1,5 +1,7 @@
-"""Sweeps: each vmapped member is `train` of its configuration alone; memory chunks and
-device sharding change nothing; `jaxreg sweep`; Monte Carlo dropout."""
+"""Sweeps: each vmapped member is `train` of its configuration alone (its validation split
+too); folds are the subset's training; the choice is made on validation data, never on the
+test set, and refit; early stopping; memory chunks and device sharding change nothing;
+`jaxreg sweep`; Monte Carlo dropout."""
 
 import csv
 import json
@@ -12,13 +14,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxreg import plotting
+import jaxreg
+from jaxreg import plotting, splits
 from jaxreg.cli import main
+from jaxreg.config import TrainConfig
 from jaxreg.masks import dropout_masks
 from jaxreg.model import forward, init_params, predict_proba
-from jaxreg.sweep import member_bytes, sweep
+from jaxreg.programs import initial
+from jaxreg.sweep import NoChoice, member_bytes, sweep
 from jaxreg.training import TrainingDiverged, train
 from jaxreg.uncertainty import predict_mc
 
@@ -36,10 +42,15 @@ def problem(m=48, seed=0):
     return X, Y, X_test, (X_test[0:1] * X_test[1:2] > 0).astype(np.float64)
 
 
+def validation_set():
+    X_val, Y_val, _, _ = problem(m=24, seed=7)
+    return X_val, Y_val
+
+
 @pytest.fixture(scope="module")
 def grid():
     X, Y, X_test, Y_test = problem()
-    return sweep(X, Y, DIMS, X_test=X_test, Y_test=Y_test, **GRID, **RUN)
+    return sweep(X, Y, DIMS, X_test=X_test, Y_test=Y_test, validation=validation_set(), **GRID, **RUN)
 
 
 def assert_same_run(alone, member):
@@ -49,23 +60,30 @@ def assert_same_run(alone, member):
     np.testing.assert_array_equal(member.iterations, alone.iterations)
     np.testing.assert_allclose(member.costs, alone.costs, rtol=0, atol=TOL)
     np.testing.assert_allclose(member.clean_costs, alone.clean_costs, rtol=0, atol=TOL)
+    np.testing.assert_array_equal(member.valid_iterations, alone.valid_iterations)
+    np.testing.assert_allclose(member.valid_costs, alone.valid_costs, rtol=0, atol=TOL)
     np.testing.assert_allclose(member.final_cost, alone.final_cost, rtol=0, atol=TOL)
     assert member.train_accuracy == alone.train_accuracy
-    assert member.test_accuracy == alone.test_accuracy
+    assert member.valid_accuracy == alone.valid_accuracy
+    assert (member.valid_cost is None) == (alone.valid_cost is None)
+    if alone.valid_cost is not None:
+        assert member.valid_cost == pytest.approx(alone.valid_cost, rel=0, abs=TOL)
+    assert member.best_iteration == alone.best_iteration and member.stopped_at == alone.stopped_at
     assert member.config == alone.config
     assert int(member.state.step) == int(alone.state.step)
 
 
 def test_every_member_equals_train_alone(grid):
-    X, Y, X_test, Y_test = problem()
+    X, Y, _, _ = problem()
     assert len(grid.seed) == 2 * 3 * 2 and grid.n_programs == 2  # keep_prob 1 compiles without masks
+    assert grid.validation == "validation set" and grid.test_accuracy is None  # only the refit meets it
     for i in range(len(grid.seed)):
         alone = train(X, Y, DIMS, seed=int(grid.seed[i]), lambd=float(grid.lambd[i]),
-                      keep_prob=grid.keep_prob[i], X_test=X_test, Y_test=Y_test, **RUN)
+                      keep_prob=grid.keep_prob[i], validation=validation_set(), **RUN)
         assert_same_run(alone, grid.member(i))
 
 
-def test_grid_order_records_and_summary(grid):
+def test_grid_order_records_summary_and_ranking(grid):
     np.testing.assert_array_equal(grid.lambd, np.repeat([0.0, 0.4], 6))
     assert grid.keep_prob == ((1.0, 1.0), (1.0, 1.0), (0.8, 0.8), (0.8, 0.8), (0.9, 0.6), (0.9, 0.6)) * 2
     np.testing.assert_array_equal(grid.seed, [0, 2] * 6)
@@ -77,13 +95,100 @@ def test_grid_order_records_and_summary(grid):
     for row in summary:
         mine = [r for r in records if r["lambd"] == row["lambd"] and r["keep_prob"] == row["keep_prob"]]
         assert row["seeds"] == len(mine) == 2
-        test = [r["test_accuracy"] for r in mine]
-        assert row["test_accuracy_mean"] == pytest.approx(np.mean(test), abs=1e-15)
-        assert row["test_accuracy_std"] == pytest.approx(np.std(test), abs=1e-15)
-    best = grid.best()
-    assert best["test_accuracy_mean"] == max(r["test_accuracy_mean"] for r in summary)
+        valid = [r["valid_accuracy"] for r in mine]
+        assert row["valid_accuracy_mean"] == pytest.approx(np.mean(valid), abs=1e-15)
+        assert row["valid_accuracy_std"] == pytest.approx(np.std(valid), abs=1e-15)
+    ranking = grid.ranking()
+    assert sorted(map(str, ranking)) == sorted(map(str, summary))
+    keys = [(-r["valid_accuracy_mean"], r["valid_cost_mean"]) for r in ranking]
+    assert keys == sorted(keys)
+    assert grid.best() == ranking[0]
     # Members differ: the grid really trained different configurations.
     assert len({round(c, 12) for c in grid.final_cost}) == len(grid.final_cost)
+
+
+def test_the_refit_is_the_best_configuration_trained_on_every_example(grid):
+    X, Y, X_test, Y_test = problem()
+    best = grid.best()
+    refit = grid.refit
+    assert (refit.config.lambd, list(refit.config.keep_prob)) == (best["lambd"], best["keep_prob"])
+    alone = train(X, Y, refit.config, seed=0, X_test=X_test, Y_test=Y_test)
+    for name in alone.params:
+        np.testing.assert_array_equal(refit.params[name], alone.params[name])
+    assert refit.test_accuracy == alone.test_accuracy and refit.valid_accuracy is None
+
+
+def test_the_test_set_never_chooses():
+    X, Y, X_test, Y_test = problem()
+    runs = [sweep(X, Y, DIMS, X_test=X_test, Y_test=labels, folds=3, **GRID, **RUN)
+            for labels in (Y_test, 1 - Y_test, Y_test[:, ::-1])]
+    assert all(r.ranking() == runs[0].ranking() for r in runs)
+    assert all(r.test_accuracy is None for r in runs)
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.refit.params["W1"], runs[0].refit.params["W1"])
+    assert runs[1].refit.test_accuracy == pytest.approx(1 - runs[0].refit.test_accuracy)
+
+
+def test_folds_are_stratified_and_cover_every_example_once():
+    _, Y, _, _ = problem(m=50)
+    folds = splits.stratified_folds(np.zeros((2, 50)), Y, 5, seed=3)
+    assert folds.train.shape == folds.valid.shape == (5, 1, 50) and folds.kind == "5-fold"
+    np.testing.assert_array_equal(folds.valid.sum(axis=0), np.ones((1, 50)))
+    np.testing.assert_array_equal(folds.train + folds.valid, np.ones((5, 1, 50)))
+    positives = [int(np.sum(v * Y)) for v in folds.valid]
+    assert max(positives) - min(positives) <= 1  # each class spread evenly
+    again = splits.stratified_folds(np.zeros((2, 50)), Y, 5, seed=3)
+    other = splits.stratified_folds(np.zeros((2, 50)), Y, 5, seed=4)
+    assert np.array_equal(folds.valid, again.valid) and not np.array_equal(folds.valid, other.valid)
+    held = splits.holdout(np.zeros((2, 50)), Y, 0.2, seed=3)
+    assert int(held.valid.sum()) == 10 and int(np.sum(held.valid * Y)) == round(0.2 * np.sum(Y))
+
+
+def test_a_fold_trains_exactly_on_its_training_examples():
+    """A member's fold, as 0/1 weights over all the examples, is the run on those examples alone:
+    without dropout, `train` on the subset; with dropout, the same masks restricted to the subset."""
+    X, Y, _, _ = problem()
+    folded = sweep(X, Y, DIMS, lambd=[0.3], keep_prob=[1.0, 0.8], seeds=[1], folds=3, refit=False, **RUN)
+    folds = splits.stratified_folds(X, Y, 3, seed=0)
+    for i in range(len(folded.seed)):
+        inside = folds.train[folded.fold[i], 0] == 1
+        member = folded.member(i)
+        if member.config.dropout:
+            want = masked_loop(X[:, inside], Y[:, inside], member.config, inside)
+        else:
+            want = train(X[:, inside], Y[:, inside], DIMS, seed=1, lambd=0.3, **RUN).params
+        for name in want:
+            np.testing.assert_allclose(member.params[name], want[name], rtol=0, atol=TOL, err_msg=name)
+        assert member.valid_accuracy == float(np.mean(
+            np.asarray(jaxreg.predict(member.params, X[:, ~inside])) == Y[:, ~inside]))
+
+
+def masked_loop(X, Y, config: TrainConfig, inside):
+    """SGD on the examples of ``inside``, step t with dropout_masks(fold_in(mask_key, t)) of all the
+    examples, restricted to theirs."""
+    state, hyper, _ = initial(config, seed=1)
+    mask_key = jax.random.split(state.key)[1]
+    params, m_all = state.params, inside.size
+    for t in range(config.iterations):
+        masks = tuple(d[:, inside] for d in dropout_masks(jax.random.fold_in(mask_key, t), DIMS, m_all,
+                                                          config.keep_prob))
+        grads = jax.jit(jax.grad(jaxreg.loss), static_argnames="keep_prob")(
+            params, X, Y, lambd=config.lambd, masks=masks, keep_prob=config.keep_prob)
+        params = optax.apply_updates(params, jax.tree_util.tree_map(lambda g: -config.learning_rate * g, grads))
+    return params
+
+
+def test_weighted_loss_is_the_loss_of_the_weighted_examples():
+    X, Y, _, _ = problem()
+    params = init_params(jax.random.key(0), DIMS, dtype=jnp.float64)
+    inside = np.arange(X.shape[1]) % 3 != 0
+    weights = inside[None].astype(np.float64)
+    for lambd in (0.0, 0.7):
+        value, grads = jax.value_and_grad(jaxreg.loss)(params, X, Y, lambd=lambd, weights=weights)
+        want, want_grads = jax.value_and_grad(jaxreg.loss)(params, X[:, inside], Y[:, inside], lambd=lambd)
+        assert abs(float(value) - float(want)) <= 1e-15
+        for name in grads:
+            np.testing.assert_allclose(grads[name], want_grads[name], rtol=1e-13, atol=1e-16)
 
 
 def test_member_bytes_is_the_documented_estimate():
@@ -92,35 +197,44 @@ def test_member_bytes_is_the_documented_estimate():
     # mask bits drawn ahead: (2 + 1) groups of four rows x 48 columns x 100 steps
     numbers = 4 * 43 + 6 * 10 * 48 + 100
     assert member_bytes(DIMS, 48, dtype="float64", n_steps=100) == 8 * numbers + 5 * 9 * 48 + 3 * 48 * 100
+    # a validation split adds two weights per example, early stopping a copy of the parameters
+    assert member_bytes(DIMS, 48, dtype="float64", n_steps=100, split=True, early_stopping=True) == (
+        8 * (numbers + 2 * 48 + 43) + 5 * 9 * 48 + 3 * 48 * 100)
 
 
-def test_memory_budget_runs_chunks_with_the_same_results(grid):
+def test_memory_budget_runs_chunks_with_the_same_results():
     X, Y, X_test, Y_test = problem()
+    whole = sweep(X, Y, DIMS, X_test=X_test, Y_test=Y_test, folds=0, **{**GRID, "keep_prob": [0.8, (0.9, 0.6)]},
+                  **RUN)
     two_members = 2 * 41_776 + 3 * X.shape[1] * 8  # two members (the figure above) and the data
-    chunked = sweep(X, Y, DIMS, X_test=X_test, Y_test=Y_test, lambd=GRID["lambd"],
+    chunked = sweep(X, Y, DIMS, X_test=X_test, Y_test=Y_test, lambd=GRID["lambd"], folds=0,
                     keep_prob=[0.8, (0.9, 0.6)], seeds=GRID["seeds"], memory_budget=two_members, **RUN)
-    assert chunked.n_programs == 1 and chunked.n_chunks == 4  # 8 members, 2 at a time
-    same = [i for i in range(len(grid.seed)) if grid.keep_prob[i] != (1.0, 1.0)]
-    for i, j in enumerate(same):
-        assert_same_run(grid.member(j), chunked.member(i))
+    assert whole.n_chunks == 1 and chunked.n_programs == 1 and chunked.n_chunks == 4  # 8 members, 2 at a time
+    for i in range(len(whole.seed)):
+        assert_same_run(whole.member(i), chunked.member(i))
+        assert whole.member(i).test_accuracy == chunked.member(i).test_accuracy
 
 
-def test_best_breaks_ties_towards_the_stronger_regularization(grid):
-    # Equal mean and spread of test accuracy: the larger lambd wins, then the smaller keep_prob
+def test_best_breaks_ties_towards_the_lower_cost_then_the_stronger_regularization(grid):
+    # Equal mean validation accuracy and cost: the larger lambd wins, then the smaller keep_prob
     # (summed over the layers: (0.9, 0.6) keeps less than (0.8, 0.8)).
-    tied = grid._replace(test_accuracy=np.where(grid.seed == 0, 0.8, 0.9))
+    tied = grid._replace(valid_accuracy=np.where(grid.seed == 0, 0.8, 0.9), valid_cost=np.full(12, 0.3))
     assert (tied.best()["lambd"], tied.best()["keep_prob"]) == (0.4, [0.9, 0.6])
     without_06 = tied._replace(keep_prob=tuple((0.95, 0.95) if kp == (0.9, 0.6) else kp for kp in tied.keep_prob))
     assert (without_06.best()["lambd"], without_06.best()["keep_prob"]) == (0.4, [0.8, 0.8])
-    # and accuracy first: one configuration ahead by a little wins whatever its regularization
-    ahead = tied._replace(test_accuracy=tied.test_accuracy + 1e-3 * (np.arange(12) < 2))
-    assert (ahead.best()["lambd"], ahead.best()["keep_prob"]) == (0.0, [1.0, 1.0])
+    # then the validation cost: the lowest wins whatever its regularization
+    cheaper = tied._replace(valid_cost=tied.valid_cost - 1e-3 * (np.arange(12) < 2))
+    assert (cheaper.best()["lambd"], cheaper.best()["keep_prob"]) == (0.0, [1.0, 1.0])
+    # and accuracy first: one configuration ahead by a little wins whatever its cost
+    ahead = tied._replace(valid_accuracy=tied.valid_accuracy + 1e-3 * ((np.arange(12) >= 2) & (np.arange(12) < 4)),
+                          valid_cost=tied.valid_cost + 1e-3 * ((np.arange(12) >= 2) & (np.arange(12) < 4)))
+    assert (ahead.best()["lambd"], ahead.best()["keep_prob"]) == (0.0, [0.8, 0.8])
 
 
 def test_diverging_member_keeps_its_last_finite_state_and_the_others_go_on():
     X, Y, _, _ = problem()
     options = dict(RUN, learning_rate=1.0, masks="fixed")
-    result = sweep(X, Y, DIMS, lambd=[0.0, 150.0], keep_prob=0.8, seeds=[1], **options)
+    result = sweep(X, Y, DIMS, lambd=[0.0, 150.0], keep_prob=0.8, seeds=[1], folds=0, **options)
     assert result.diverged_at[0] == -1 and result.diverged_at[1] > 0
     assert_same_run(train(X, Y, DIMS, seed=1, lambd=0.0, keep_prob=0.8, **options), result.member(0))
     with pytest.raises(TrainingDiverged) as diverged:
@@ -129,6 +243,59 @@ def test_diverging_member_keeps_its_last_finite_state_and_the_others_go_on():
     assert_same_run(diverged.value.result, result.member(1))
     assert result.records()[1]["diverged_at"] == diverged.value.iteration
     assert result.summary()[1]["diverged"] == 1
+
+
+def test_diverged_configurations_are_never_chosen():
+    X, Y, _, _ = problem()
+    options = dict(RUN, learning_rate=1.0)
+    result = sweep(X, Y, DIMS, lambd=[0.0, 150.0], keep_prob=0.8, seeds=[1], folds=2, **options)
+    assert np.all(result.diverged_at[result.lambd == 150.0] > 0)
+    assert [r["lambd"] for r in result.ranking()] == [0.0] and result.refit.config.lambd == 0.0
+    doomed = sweep(X, Y, DIMS, lambd=[150.0, 300.0], keep_prob=0.8, seeds=[1], folds=2, **options)
+    assert doomed.ranking() == [] and doomed.refit is None
+    with pytest.raises(NoChoice, match="every configuration had a diverged member"):
+        doomed.best()
+
+
+def test_early_stopping_keeps_the_best_check_and_stops_after_patience():
+    X, Y, _, _ = problem()
+    run = dict(RUN, iterations=3000, log_every=50, learning_rate=0.5, early_stopping=3)
+    result = train(X, Y, [2, 16, 8, 1], seed=0, validation=validation_set(), **run)
+    best = int(np.argmin(result.valid_costs))
+    assert result.best_iteration == int(result.valid_iterations[best]) and result.stopped_at is not None
+    assert result.stopped_at == result.best_iteration + 3 * 50 < 3000
+    assert int(result.state.step) == result.stopped_at and result.valid_iterations[-1] == result.stopped_at
+    assert result.valid_cost == pytest.approx(float(result.valid_costs[best]), abs=1e-12)
+    # the kept parameters are those of a run that ends at the best check
+    short = train(X, Y, [2, 16, 8, 1], seed=0, validation=validation_set(),
+                  **{**run, "iterations": result.best_iteration, "early_stopping": None})
+    for name in short.params:
+        np.testing.assert_allclose(result.params[name], short.params[name], rtol=0, atol=TOL)
+
+
+def test_early_stopping_members_equal_their_runs_alone_and_stop_apart():
+    X, Y, _, _ = problem()
+    run = dict(RUN, iterations=2000, log_every=50, learning_rate=0.5, early_stopping=2)
+    result = sweep(X, Y, [2, 16, 8, 1], lambd=[0.0, 1.0], keep_prob=[1.0, 0.8], seeds=[0],
+                   validation=validation_set(), refit=False, **run)
+    assert len(set(result.stopped_at.tolist())) > 1  # members stop at their own checks
+    for i in range(len(result.seed)):
+        alone = train(X, Y, [2, 16, 8, 1], seed=0, lambd=float(result.lambd[i]), keep_prob=result.keep_prob[i],
+                      validation=validation_set(), **run)
+        assert_same_run(alone, result.member(i))
+
+
+def test_a_resumed_early_stopping_run_is_bitwise_the_whole_one(tmp_path):
+    X, Y, _, _ = problem()
+    run = dict(RUN, iterations=3000, log_every=50, learning_rate=0.5, early_stopping=4, keep_prob=0.9)
+    path = tmp_path / "run.npz"
+    whole = train(X, Y, [2, 16, 8, 1], seed=2, validation_split=0.25, **run)
+    train(X, Y, [2, 16, 8, 1], seed=2, validation_split=0.25, checkpoint=path, **{**run, "iterations": 200})
+    resumed = train(X, Y, [2, 16, 8, 1], seed=2, validation_split=0.25, checkpoint=path, resume=True, **run)
+    assert (resumed.best_iteration, resumed.stopped_at) == (whole.best_iteration, whole.stopped_at)
+    for name in whole.params:
+        np.testing.assert_array_equal(resumed.params[name], whole.params[name])
+    np.testing.assert_array_equal(resumed.valid_costs, whole.valid_costs)
 
 
 @pytest.mark.parametrize("grid_options,message", [
@@ -141,6 +308,11 @@ def test_diverging_member_keeps_its_last_finite_state_and_the_others_go_on():
     (dict(lambd=[0.1, 0.1]), "lambd: got .* expected distinct"),
     (dict(keep_prob=[0.9, (0.9, 0.9)]), "keep_prob: got .* expected distinct"),
     (dict(memory_budget=0), "memory_budget: got 0"),
+    (dict(folds=1), "folds: got 1"),
+    (dict(folds=100), "folds: got 100, expected an integer from 2 to the 48"),
+    (dict(folds=3, validation_split=0.2), "folds: got folds beside validation data"),
+    (dict(validation_split=1.5), "validation_split: got 1.5"),
+    (dict(folds=0, early_stopping=3), "early_stopping: got 3 without validation data"),
 ])
 def test_bad_grids_are_named(grid_options, message):
     X, Y, _, _ = problem()
@@ -161,8 +333,8 @@ SHARDED = textwrap.dedent("""
     Y = (X[0:1] * X[1:2] + 0.3 * rng.normal(size=(1, 48)) > 0).astype(np.float64)
     run = dict(dtype="float64", iterations=300, log_every=100, learning_rate=0.1)
     grid = dict(lambd=[0.0, 0.4, 1.0], keep_prob=[0.8, (0.9, 0.6)], seeds=[0, 3])  # 12 -> 3 per device
-    many = sweep(X, Y, [2, 6, 3, 1], **grid, **run)
-    one = sweep(X, Y, [2, 6, 3, 1], devices=jax.devices()[:1], **grid, **run)
+    many = sweep(X, Y, [2, 6, 3, 1], folds=0, **grid, **run)
+    one = sweep(X, Y, [2, 6, 3, 1], folds=0, devices=jax.devices()[:1], **grid, **run)
     parallel = train_data_parallel(X, Y, [2, 6, 3, 1], seed=5, lambd=0.3, keep_prob=(0.9, 0.6), **run)
     alone = train(X, Y, [2, 6, 3, 1], seed=5, lambd=0.3, keep_prob=(0.9, 0.6), **run)
     diff = lambda a, b: max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
@@ -211,25 +383,33 @@ QUICK = ["--iterations", "300", "--log-every", "100", "--layers", "6,3", "--lear
          "--precision", "float64"]
 
 
+def write_validation(tmp_path):
+    X_val, Y_val = validation_set()
+    path = tmp_path / "valid.npz"
+    np.savez(path, X=X_val.T, y=Y_val.T)
+    return path
+
+
 def test_cli_json_entries_equal_jaxreg_train(tmp_path, capsys):
-    data = write_npz(tmp_path)
+    data, valid = write_npz(tmp_path), write_validation(tmp_path)
     out = tmp_path / "out"
     assert main(["sweep", "--data", str(data), *QUICK, "--lambd", "0", "0.4", "--keep-prob", "1", "0.9,0.6",
-                 "--seeds", "2", "--out", str(out), "--json"]) == 0
+                 "--seeds", "2", "--validation-data", str(valid), "--out", str(out), "--json"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("\n") == 1
     report = json.loads(printed)
     assert json.loads((out / "sweep.json").read_text()) == report
+    assert report["validation"] == "validation set" and report["ranking"][0] == report["best"]
     results = report["results"]
     assert [(r["lambd"], r["keep_prob"], r["seed"]) for r in results] == [
         (lam, kp, s) for lam in (0.0, 0.4) for kp in ([1.0, 1.0], [0.9, 0.6]) for s in (0, 1)]
     for entry in results:
-        argv = ["train", "--data", str(data), *QUICK, "--lambd", str(entry["lambd"]),
+        argv = ["train", "--data", str(data), *QUICK, "--lambd", str(entry["lambd"]), "--validation-data", str(valid),
                 "--keep-prob", ",".join(map(str, entry["keep_prob"])), "--seed", str(entry["seed"]), "--json"]
         assert main(argv) == 0
         alone = json.loads(capsys.readouterr().out)
         assert entry["train_accuracy"] == alone["train_accuracy"]
-        assert entry["test_accuracy"] == alone["test_accuracy"]
+        assert entry["valid_accuracy"] == alone["valid_accuracy"] and "test_accuracy" not in entry
         assert entry["final_cost"] == pytest.approx(alone["final_cost"], rel=0, abs=TOL)
         assert [i for i, _ in entry["costs"]] == [i for i, _ in alone["costs"]]
         np.testing.assert_allclose([c for _, c in entry["costs"]], [c for _, c in alone["costs"]], rtol=0,
@@ -239,23 +419,41 @@ def test_cli_json_entries_equal_jaxreg_train(tmp_path, capsys):
     assert [(float(r["lambd"]), r["keep_prob"], int(r["seed"])) for r in rows] == [
         (r["lambd"], ",".join(f"{p:g}" for p in r["keep_prob"]), r["seed"]) for r in results]
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    best = max(report["summary"], key=lambda r: r["test_accuracy_mean"])
-    assert report["best"]["test_accuracy_mean"] == best["test_accuracy_mean"]
+    refit = report["refit"]
+    assert (refit["config"]["lambd"], refit["config"]["keep_prob"]) == (report["best"]["lambd"],
+                                                                         report["best"]["keep_prob"])
+    argv = ["train", "--data", str(data), *QUICK, "--lambd", str(refit["config"]["lambd"]), "--keep-prob",
+            ",".join(map(str, refit["config"]["keep_prob"])), "--seed", str(refit["seed"]), "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == refit["test_accuracy"]
 
 
-def test_cli_table_names_the_best_configuration(tmp_path, capsys):
+def test_cli_table_ranks_on_validation_and_judges_the_refit_alone(tmp_path, capsys):
     data = write_npz(tmp_path)
     out = tmp_path / "out"
     assert main(["sweep", "--data", str(data), *QUICK, "--lambd", "0", "0.4", "--keep-prob", "0.8",
                  "--seeds", "3:5", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    rows = [line for line in text.splitlines() if line.startswith(" ") and " ± " in line]
-    assert len(rows) == 2 and rows[0].split()[:2] == ["0", "0.8"] and rows[1].split()[:2] == ["0.4", "0.8"]
+    assert "x 2 seeds x 5 folds = 20 runs" in text and "validation: 5-fold" in text
+    rows = [line.split() for line in text.splitlines() if " ± " in line and line.split()[0].isdigit()]
+    assert len(rows) == 2 and [r[0] for r in rows] == ["1", "2"] and {r[1] for r in rows} == {"0", "0.4"}
     report = json.loads((out / "sweep.json").read_text())
     assert report["seeds"] == [3, 4]
     best = report["best"]
-    assert f"best by test accuracy: lambd {best['lambd']:g}, keep_prob 0.8" in text
+    assert f"best by validation accuracy (5-fold): lambd {best['lambd']:g}, keep_prob 0.8" in text
+    assert "test accuracy" not in text.split("best by")[0]  # the table shows no test figure
+    assert f"test accuracy {report['refit']['test_accuracy']:.4f} (the only run the test set judged)" in text
     assert str(out / "sweep.png") in text
+
+
+def test_cli_exits_1_when_every_configuration_diverged(tmp_path, capsys):
+    data = write_npz(tmp_path)
+    argv = ["sweep", "--data", str(data), *QUICK, "--lambd", "150", "300", "--keep-prob", "0.8",
+            "--learning-rate", "1", "--folds", "2", "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "every configuration had a diverged member" in captured.err
+    assert "diverged: not ranked" in captured.out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -268,6 +466,11 @@ def test_cli_table_names_the_best_configuration(tmp_path, capsys):
     (["--seeds", "5:3"], "--seeds: got 5:3"),
     (["--seeds", "two"], "--seeds: got two"),
     (["--memory-budget", "0"], "--memory-budget: got 0"),
+    (["--folds", "1"], "folds: got 1"),
+    (["--validation-split", "2"], "validation_split: got 2.0"),
+    (["--folds", "3", "--validation-split", "0.2"], "not allowed with argument"),
+    (["--split-seed", "-1"], "--split-seed: got -1"),
+    (["--early-stopping", "0"], "early_stopping: got 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     data = write_npz(tmp_path)

@@ -11,6 +11,8 @@ import json
 import sys
 import time
 
+from jaxreg.config import check_seed
+
 DEFAULT_HIDDEN = (20, 3)  # the reference network [n_x, 20, 3, 1]
 
 
@@ -74,6 +76,40 @@ def add_training_flags(p, *, regularization: bool = True, seed: bool = True) -> 
     add_run_flags(p)
 
 
+def add_validation_flags(p, *, folds: bool = False) -> None:
+    """What a run is judged on while it trains (and early stopping, which watches it)."""
+    group = p.add_argument_group("validation (never the test set)")
+    held = group.add_mutually_exclusive_group()
+    if folds:
+        held.add_argument("--folds", type=int, default=None, metavar="K",
+                          help="stratified K-fold cross-validation of the training set (default 5 when no other "
+                          "validation is given; 0: none, and nothing is chosen)")
+    held.add_argument("--validation-data", metavar="PATH",
+                      help="a validation set: a .npz, .mat or .csv file (its training arrays)")
+    held.add_argument("--validation-split", type=float, metavar="F",
+                      help="hold out a stratified fraction F of the training set for validation")
+    group.add_argument("--split-seed", type=int, default=0, metavar="S",
+                       help="seed of the folds or the held-out fraction (default 0)")
+    group.add_argument("--early-stopping", type=int, default=None, metavar="N",
+                       help="stop after N validation checks (one every --log-every iterations) without "
+                       "improvement, and keep the best check's parameters")
+
+
+def validation_options(args) -> dict:
+    """The library's validation keywords from the flags (the validation file loaded)."""
+    from jaxreg import data
+
+    options = {"split_seed": check_seed(args.split_seed, "--split-seed")}
+    if args.validation_data:
+        held = data.load(args.validation_data)
+        options["validation"] = (held.X, held.Y)
+    if args.validation_split is not None:
+        options["validation_split"] = args.validation_split
+    if getattr(args, "folds", None) is not None:
+        options["folds"] = args.folds
+    return options
+
+
 def add_run_flags(p) -> None:
     """Flags of every command that computes."""
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
@@ -102,7 +138,7 @@ def config(args, n_x: int, **overrides):
     options = dict(
         learning_rate=args.learning_rate, iterations=args.iterations, optimizer=args.optimizer,
         weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
-        log_every=args.log_every,
+        log_every=args.log_every, early_stopping=getattr(args, "early_stopping", None),
     )
     return TrainConfig(layer_dims=(n_x, *args.layers, 1), **{**options, **overrides})
 
@@ -170,7 +206,8 @@ class Timed:
 
 
 def fit(dataset, config, seed, progress, **options):
-    """:func:`jaxreg.train` on the dataset, closing the progress bar however it ends."""
+    """:func:`jaxreg.train` on the dataset (``options``: its other keywords), closing the
+    progress bar however it ends."""
     from jaxreg.training import train
 
     try:
@@ -197,10 +234,15 @@ def histories(result) -> dict:
 
 
 def summary(result, timed: Timed) -> dict:
+    validated = {} if result.valid_accuracy is None else {
+        "valid_accuracy": result.valid_accuracy, "valid_cost": result.valid_cost,
+        "valid_costs": [[int(i), float(c)] for i, c in zip(result.valid_iterations, result.valid_costs, strict=True)],
+        "best_iteration": result.best_iteration, "stopped_at": result.stopped_at}
     return {
         "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
         "final_cost": result.final_cost,
+        **validated,
         **histories(result),
         **timed.to_json(),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from jaxreg.cli import common
 
 SWEEP_OUT = "out"
@@ -35,13 +37,17 @@ def _kp_label(keep_prob) -> str:
 
 def add(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="train a grid of lambd x keep_prob x seeds at once (vmapped, sharded over devices)",
-        description="Train every lambd x keep_prob x seed configuration in one compiled, vmapped loop "
-        "(sharded over all devices; in chunks when the grid exceeds --memory-budget). Each member is the run "
-        "`jaxreg train --seed S` does alone. Prints mean ± std over seeds per configuration, names the best "
-        "by test accuracy and writes DIR/sweep.csv, DIR/sweep.json and DIR/sweep.png.")
+        "sweep", help="train a grid of lambd x keep_prob x seeds at once and choose on validation data",
+        description="Train every lambd x keep_prob x seed configuration (x fold) in one compiled, vmapped loop "
+        "(sharded over all devices; in chunks when the grid exceeds --memory-budget), rank the configurations by "
+        "mean validation accuracy (5-fold stratified cross-validation of the training set unless a validation "
+        "set or fraction is given), refit the best on the whole training set and judge only that refit on the "
+        "test set. Each member is the run `jaxreg train --seed S` does alone with the same validation split: "
+        "exactly in float64, up to rounding in float32 (which 30000 steps at a high learning rate can amplify). "
+        "Writes DIR/sweep.csv, DIR/sweep.json and DIR/sweep.png.")
     common.add_data_flags(p)
     common.add_training_flags(p, regularization=False, seed=False)
+    common.add_validation_flags(p, folds=True)
     p.add_argument("--lambd", type=float, nargs="+", default=[0.0], metavar="L",
                    help="L2 strengths to try, separated by spaces (default 0)")
     p.add_argument("--keep-prob", type=common.floats, nargs="+", default=[(1.0,)], metavar="P[,P...]",
@@ -49,6 +55,7 @@ def add(sub) -> None:
                    "layer (default 1)")
     p.add_argument("--seeds", nargs="+", default=["1"], metavar="S",
                    help="N: seeds 0..N-1; A:B: seeds A..B-1; or several seeds (default 1: seed 0)")
+    p.add_argument("--no-refit", action="store_true", help="do not refit the best configuration")
     p.add_argument("--memory-budget", type=float, default=None, metavar="MiB",
                    help="device memory per device for the grid; larger grids run in chunks "
                    "(default: half the device's memory, 2048 where unknown)")
@@ -59,18 +66,26 @@ def add(sub) -> None:
     p.set_defaults(func=run)
 
 
+_COLUMNS = (("valid_accuracy", "valid accuracy", 4), ("valid_cost", "valid cost", 4),
+            ("train_accuracy", "train accuracy", 4), ("best_iteration", "best iteration", 0),
+            ("test_accuracy", "test accuracy", 4))
+
+
 def _sweep_table(result) -> list[str]:
-    has_test = result.test_accuracy is not None
-    lines = [f"{'lambd':>8} {'keep_prob':>10}  {'train accuracy':>17}  {'test accuracy':>17}  "
-             f"{'final cost':>19}"]
-    for row in result.summary():
-        test = (f"{row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f}" if has_test else "n/a")
-        cost = ("n/a" if row["final_cost_mean"] is None
-                else f"{row['final_cost_mean']:.5f} ± {row['final_cost_std']:.5f}")
-        note = f"  ({row['diverged']} of {row['seeds']} seeds diverged)" if row["diverged"] else ""
-        lines.append(f"{row['lambd']:>8g} {_kp_label(row['keep_prob']):>10}  "
-                     f"{row['train_accuracy_mean']:.4f} ± {row['train_accuracy_std']:.4f}  {test:>17}  "
-                     f"{cost:>19}{note}")
+    """One line per configuration: ranked ones first, best first (validated sweeps), else grid order."""
+    validated = result.valid_accuracy is not None
+    rows = result.summary()
+    ranked = result.ranking() if validated else []
+    order = ranked + [r for r in rows if r not in ranked]
+    columns = [c for c in _COLUMNS if f"{c[0]}_mean" in rows[0]]
+    lines = [f"{'rank':>4} {'lambd':>8} {'keep_prob':>10}" + "".join(f"  {title:>17}" for _, title, _ in columns)]
+    for row in order:
+        rank = str(ranked.index(row) + 1) if row in ranked else "-"
+        cells = [("n/a" if row[f"{name}_mean"] is None else
+                  f"{row[f'{name}_mean']:.{d}f} ± {row[f'{name}_std']:.{d}f}") for name, _, d in columns]
+        note = f"  ({row['diverged']} of {row['members']} runs diverged: not ranked)" if row["diverged"] else ""
+        lines.append(f"{rank:>4} {row['lambd']:>8g} {_kp_label(row['keep_prob']):>10}"
+                     + "".join(f"  {c:>17}" for c in cells) + note)
     return lines
 
 
@@ -87,27 +102,26 @@ def _sweep_figure(result, lambds, keep_probs, title: str) -> bytes:
         return tuple(np.array([[rows[lam, kp][f"{name}_{s}"] for lam in lambds] for kp in keep_probs],
                               dtype=float) for s in ("mean", "std"))
 
-    (train_mean, train_std), (test_mean, test_std) = grid("train_accuracy"), grid("test_accuracy")
+    (train_mean, train_std), (valid_mean, valid_std) = grid("train_accuracy"), grid("valid_accuracy")
     return plotting.sweep_figure(lambds, [_kp_label(kp) for kp in keep_probs], train_mean, train_std,
-                                 test_mean, test_std, title=title)
+                                 valid_mean, valid_std, held_out=f"validation ({result.validation})",
+                                 title=title)
 
 
-def _uncertainty_figure(result, index: int, dataset, samples: int) -> bytes:
+def _uncertainty_figure(member, seed: int, dataset, samples: int) -> bytes:
     import jax
     import numpy as np
 
     from jaxreg import plotting
     from jaxreg.uncertainty import predict_mc
 
-    member = result.member(index)
     grid = common.boundary(member, dataset, resolution=150)
     points = np.stack([grid["xx"].ravel(), grid["yy"].ravel()])
-    mean, std = predict_mc(member.params, points, jax.random.key(int(result.seed[index])),
-                           member.config.keep_prob, samples=samples)
+    mean, std = predict_mc(member.params, points, jax.random.key(seed), member.config.keep_prob, samples=samples)
     shape = grid["xx"].shape
     c = member.config
-    title = (f"{dataset.name}: lambd {c.lambd:g}, keep_prob {_kp_label(c.keep_prob)}, seed "
-             f"{int(result.seed[index])}, {samples} dropout samples")
+    title = (f"{dataset.name}: lambd {c.lambd:g}, keep_prob {_kp_label(c.keep_prob)}, seed {seed}, "
+             f"{samples} dropout samples")
     return plotting.uncertainty_figure(grid["xx"], grid["yy"], np.asarray(mean).reshape(shape),
                                        np.asarray(std).reshape(shape), dataset.X, dataset.Y, title=title)
 
@@ -120,19 +134,23 @@ def run(args) -> int:
         raise ValueError(f"--mc-samples: got {args.mc_samples}, expected an integer >= 0")
     dataset = common.dataset(args)
     base = common.config(args, dataset.X.shape[0])
+    validation = common.validation_options(args)
     clock = common.start_jax(args)
     with common.Timed(clock) as timed:
-        result = _train(args, dataset, base, seeds)
+        result = _train(args, dataset, base, seeds, validation)
     report = _report(args, dataset, base, seeds, result, timed)
     _write(args, report, result, dataset)
     if args.json:
         common.print_json(report)
     else:
         _print(args, report, result, dataset, timed)
+    if result.valid_accuracy is not None and report["best"] is None:
+        print(f"jaxreg: error: {report['note']}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _train(args, dataset, base, seeds):
+def _train(args, dataset, base, seeds, validation: dict):
     """The sweep of the flags' grid, with a progress bar."""
     from jaxreg.sweep import sweep
 
@@ -143,39 +161,51 @@ def _train(args, dataset, base, seeds):
     try:
         return sweep(dataset.X, dataset.Y, base.layer_dims, lambd=args.lambd, keep_prob=args.keep_prob,
                      seeds=seeds, X_test=dataset.X_test, Y_test=dataset.Y_test, memory_budget=budget,
-                     on_progress=progress, **options)
+                     refit=not args.no_refit, on_progress=progress, **validation, **options)
     finally:
         progress.close()
 
 
+def _choice(result) -> tuple[dict | None, str | None]:
+    """The best summary row and a note (why there is none, or why no figure)."""
+    from jaxreg.selection import NoChoice
+
+    try:
+        return result.best(), None
+    except NoChoice as err:
+        return None, str(err)
+
+
 def _report(args, dataset, base, seeds, result, timed) -> dict:
-    """The JSON report: grid, best configuration, summary rows, every member, files."""
+    """The JSON report: grid, validation, ranking, best configuration and its refit, every member, files."""
     import os
 
     records = result.records()
     for i, record in enumerate(records):
         record.update(common.histories(result.member(i)))
-    best = result.best()
+    best, note = _choice(result)
     files = {name: os.path.join(args.out, f"sweep.{name}") for name in ("csv", "json", "png")}
-    best_index = next(i for i in range(len(records)) if result.lambd[i] == best["lambd"]
-                      and list(result.keep_prob[i]) == best["keep_prob"])
-    note = None
-    if args.mc_samples:
+    if args.mc_samples and best is not None:
         if dataset.X.shape[0] != 2:
             note = f"no uncertainty figure: the data has {dataset.X.shape[0]} features, not 2"
-        elif not result.configs[best_index].dropout:
+        elif not any(kp < 1 for kp in best["keep_prob"]):
             note = "no uncertainty figure: the best configuration has no dropout (keep_prob 1)"
-        else:
+        elif result.refit is not None:
             files["uncertainty"] = os.path.join(args.out, "sweep_uncertainty.png")
     options = {k: v for k, v in base.to_json().items() if k not in ("layer_dims", "lambd", "keep_prob")}
+    refit = None if result.refit is None else {
+        "config": result.refit.config.to_json(), "seed": int(result.seed[result.configs.index(result.best_config())]),
+        "train_accuracy": result.refit.train_accuracy, "test_accuracy": result.refit.test_accuracy,
+        "final_cost": result.refit.final_cost}
     return {
         "data": dataset.name, "layer_dims": list(base.layer_dims),
         "lambd": list(dict.fromkeys(float(v) for v in result.lambd)),
         "keep_prob": [list(kp) for kp in dict.fromkeys(result.keep_prob)], "seeds": seeds, "config": options,
+        "validation": result.validation, "split_seed": args.split_seed,
         "devices": result.n_devices, "chunks": result.n_chunks, **timed.to_json(),
-        "metric": "test_accuracy" if result.test_accuracy is not None else "train_accuracy",
-        "best": best, "best_index": best_index, "note": note, "summary": result.summary(), "results": records,
-        "files": files,
+        "metric": "valid_accuracy" if result.validation else None,
+        "best": best, "refit": refit, "note": note, "summary": result.summary(),
+        "ranking": result.ranking() if result.validation else None, "results": records, "files": files,
     }
 
 
@@ -188,19 +218,22 @@ def _write(args, report: dict, result, dataset) -> None:
 
     files = report["files"]
     with atomic_open(files["csv"], "w", newline="") as f:
-        fields = ["lambd", "keep_prob", "seed", "train_accuracy", "test_accuracy", "final_cost", "diverged_at"]
+        fields = ["lambd", "keep_prob", "seed", "fold", "train_accuracy", "valid_accuracy", "valid_cost",
+                  "test_accuracy", "final_cost", "best_iteration", "stopped_at", "diverged_at"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for record in report["results"]:
             writer.writerow({**record, "keep_prob": ",".join(f"{p:g}" for p in record["keep_prob"])})
     keep_probs = [tuple(kp) for kp in report["keep_prob"]]
     seeds = report["seeds"]
+    refit = report["refit"]
     title = (f"{dataset.name}: layers {report['layer_dims']}, {args.iterations} iterations, "
-             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+             + ("" if refit is None or refit["test_accuracy"] is None
+                else f"; best refit: test accuracy {refit['test_accuracy']:.4f}"))
     atomic_write(files["png"], _sweep_figure(result, report["lambd"], keep_probs, title))
     if "uncertainty" in files:
-        atomic_write(files["uncertainty"],
-                     _uncertainty_figure(result, report["best_index"], dataset, args.mc_samples))
+        atomic_write(files["uncertainty"], _uncertainty_figure(result.refit, refit["seed"], dataset, args.mc_samples))
     with atomic_open(files["json"], "w") as f:
         json.dump(report, f)
 
@@ -208,17 +241,31 @@ def _write(args, report: dict, result, dataset) -> None:
 def _print(args, report: dict, result, dataset, timed) -> None:
     test = f", {dataset.X_test.shape[1]} test" if dataset.X_test is not None else ""
     lambds, keep_probs, seeds = report["lambd"], report["keep_prob"], report["seeds"]
+    folds = len(set(result.fold.tolist())) if result.validation and result.validation.endswith("fold") else 1
+    runs = f"{len(lambds)} lambd x {len(keep_probs)} keep_prob x {len(seeds)} seeds" + (
+        f" x {folds} folds" if folds > 1 else "")
     print(f"{dataset.name} ({dataset.X.shape[1]} training examples{test}): layers {report['layer_dims']}, "
-          f"{len(lambds)} lambd x {len(keep_probs)} keep_prob x {len(seeds)} seeds = {len(result.seed)} runs, "
-          f"{args.iterations} iterations, {args.precision}, {result.n_devices} device(s)"
+          f"{runs} = {len(result.seed)} runs, {args.iterations} iterations, {args.precision}, "
+          f"{result.n_devices} device(s)"
           + (f", {result.n_chunks} chunks (memory budget)" if result.n_chunks > result.n_programs else "")
           + f" ({timed.compile_seconds:.1f} s compiling, {timed.run_seconds:.1f} s running)")
-    print("mean ± std over seeds; final cost: the full network's (L2 included, no dropout)\n")
+    if result.validation:
+        print(f"validation: {result.validation} (split seed {args.split_seed}); mean ± std over seeds"
+              + (" and folds" if folds > 1 else "") + "; ranked by validation accuracy, then validation cost\n")
+    else:
+        print("no validation (--folds 0): nothing is chosen; mean ± std over seeds\n")
     for line in _sweep_table(result):
         print(line)
-    best, metric = report["best"], report["metric"]
-    print(f"\nbest by {metric.replace('_', ' ')}: lambd {best['lambd']:g}, keep_prob {_kp_label(best['keep_prob'])} "
-          f"({best[metric + '_mean']:.4f} ± {best[metric + '_std']:.4f})")
-    if report["note"]:
+    best, refit = report["best"], report["refit"]
+    if best is not None:
+        print(f"\nbest by validation accuracy ({result.validation}): lambd {best['lambd']:g}, keep_prob "
+              f"{_kp_label(best['keep_prob'])} ({best['valid_accuracy_mean']:.4f} ± {best['valid_accuracy_std']:.4f})")
+    if refit is not None:
+        c = refit["config"]
+        test_text = "no test set" if refit["test_accuracy"] is None else f"test accuracy {refit['test_accuracy']:.4f}"
+        print(f"refit on all {dataset.X.shape[1]} training examples (seed {refit['seed']}, {c['iterations']} "
+              f"iterations): train accuracy {refit['train_accuracy']:.4f}, {test_text}"
+              + ("" if refit["test_accuracy"] is None else " (the only run the test set judged)"))
+    if report["note"] and best is not None:
         print(report["note"])
     print("written: " + ", ".join(report["files"].values()))

@@ -14,6 +14,7 @@ def add(sub) -> None:
                        description="Train one network and report its accuracies and cost history.")
     common.add_data_flags(p)
     common.add_training_flags(p)
+    common.add_validation_flags(p)
     p.add_argument("--save", metavar="PATH", help="write the trained parameters (.npz with W1, b1, ...)")
     p.add_argument("--plot", metavar="PATH", help="write a figure: decision boundary and cost curve")
     p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
@@ -28,6 +29,7 @@ def run(args) -> int:
     check_seed(args.seed, "--seed")
     dataset = common.dataset(args)
     config = common.config(args, dataset.X.shape[0], lambd=args.lambd, keep_prob=args.keep_prob)
+    validation = common.validation_options(args)
     clock = common.start_jax(args)
     from jaxreg.checkpoint import save_params
     from jaxreg.training import TrainingDiverged
@@ -36,7 +38,7 @@ def run(args) -> int:
         with common.Timed(clock) as timed:
             result = common.fit(dataset, config, args.seed, common.Progress(args.iterations, args.json),
                                 checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                                resume=args.resume)
+                                resume=args.resume, **validation)
     except TrainingDiverged as err:
         kept = f"; the last finite state is in {args.checkpoint}" if args.checkpoint else ""
         print(f"jaxreg: error: {err}{kept}", file=sys.stderr)
@@ -61,6 +63,11 @@ def run(args) -> int:
         note = "" if cost == clean else f"  (without dropout {clean:.6f})"
         print(f"  cost after iteration {i:>6}: {cost:.6f}{note}")
     test = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+    if result.valid_accuracy is not None:
+        kept = "" if result.best_iteration is None else (
+            f"; early stopping kept iteration {result.best_iteration}"
+            + (f" (stopped at {result.stopped_at})" if result.stopped_at is not None else ""))
+        print(f"validation accuracy {result.valid_accuracy:.4f}, validation cost {result.valid_cost:.6f}{kept}")
     print(f"final cost {result.final_cost:.6f} (full network, no dropout), "
           f"train accuracy {result.train_accuracy:.4f}, test accuracy {test}")
     for what, path in (("parameters", args.save), ("figure", args.plot)):
