@@ -115,6 +115,22 @@ def test_wide_network_passes_the_error_model_only():
     assert report.passed and max(e.ratio for e in report.fd_vs_backward.worst) < 1
 
 
+def test_saturated_network_exact_comparison():
+    """A network that is right and sure (logits -32 and 25): the NumPy backprop's dZ = AL - Y
+    cancels, so its gradient is off by ~u / |AL - Y| relative, 10^10 times u. The bound of
+    both gradients' rounding counts the cross-entropy's terms as if |AL - Y| were 1."""
+    rng = np.random.RandomState(0)
+    params = {"W1": rng.randn(16, 3), "b1": 0.1 * rng.randn(16, 1), "W2": rng.randn(1, 16), "b2": np.zeros((1, 1))}
+    X = rng.randn(3, 2)
+    logits = reference.forward(params, X)[1]["Z2"]
+    Y = (logits > 0).astype(float)
+    params["W2"] *= 25 / np.abs(logits).min()
+    report = gradcheck.check_network(params, X, Y)
+    exact = report.autodiff_vs_backward
+    assert np.max(np.abs(exact.grad - exact.approx)) > 1e9 * np.finfo(float).eps * np.max(np.abs(exact.approx))
+    assert report.passed, report.summary()
+
+
 @pytest.mark.parametrize("path", ["fast", "generic"])
 def test_safety_factor_separates_noise_from_a_bug(path):
     params, X, Y = wide_case()

@@ -44,6 +44,7 @@ __all__ = [
     "fd_estimates",
     "judge",
     "judge_exact",
+    "gradient_rounding",
     "bind",
     "sweep",
     "check_options",
@@ -150,21 +151,32 @@ def judge(
     )
 
 
-def judge_fd(grad, losses, flat: Flat, *, epsilon, directions, **options) -> Report:
-    """``grad (n,)`` against the finite differences of ``losses (n, 4)``."""
+def gradient_rounding(scale: float) -> float:
+    """The rounding each entry of an exactly computed gradient may carry, where the terms it
+    sums are of size ``scale``: ``EXACT_ROUNDING u scale``."""
+    return EXACT_ROUNDING * _U * scale
+
+
+def judge_fd(grad, losses, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, **options) -> Report:
+    """``grad (n,)`` against the finite differences of ``losses (n, 4)``. Each value's bound is
+    its finite difference's plus ``grad_rounding``, the rounding of the gradient's entries
+    (for a unit direction within an array of ``n_b`` entries: ``sqrt(n_b)`` times that)."""
     # A coordinate step theta_i +- e is rounded; a direction's projection uses the step taken.
     step_scale = np.abs(flat.theta) if directions is None else 0.0
     approx, bound = fd_estimates(losses, epsilon, step_scale)
+    if directions is not None:
+        grad_rounding = grad_rounding * np.sqrt(np.repeat(flat.sizes, directions))
     mode = "coordinates" if directions is None else "directions"
     return judge(
-        grad, approx, bound, flat, mode=mode, epsilon=epsilon, directions=directions, losses=losses, **options
+        grad, approx, bound + grad_rounding, flat, mode=mode, epsilon=epsilon, directions=directions, losses=losses,
+        **options,
     )
 
 
 def judge_exact(grad, other, flat: Flat, *, scale: float, **options) -> Report:
     """Two gradients that should agree to rounding: ``grad (P,)`` against ``other (P,)``, each
-    value's bound ``EXACT_ROUNDING u scale`` (``scale``: the size of the terms they sum)."""
-    bound = np.full(np.shape(grad), EXACT_ROUNDING * _U * scale)
+    value's bound the rounding of gradient entries whose terms are of size ``scale``."""
+    bound = np.full(np.shape(grad), gradient_rounding(scale))
     return judge(grad, other, bound, flat, mode="exact", epsilon=None, **options)
 
 

@@ -116,13 +116,15 @@ def check_network(
             g_auto, losses, kinks, proj = _directional(flat, X64, Y64, problem, float(lambd), g_back,
                                                        epsilon=epsilon, directions=directions, key=key)
             values = (proj[:, 0], proj[:, 1])
+    # Both gradients round like the terms they sum: the finite differences' bounds include that too.
+    scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
     options = dict(threshold=threshold, safety=safety, top_k=top_k)
     fd = [
-        core.judge_fd(v, losses, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=c, **options)
+        core.judge_fd(v, losses, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=c,
+                      grad_rounding=core.gradient_rounding(scale), **options)
         for v, c in zip(values, ("finite differences vs jax.grad(jaxreg.loss)", "finite differences vs backward"),
                         strict=True)
     ]
-    scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
     exact = core.judge_exact(g_back, g_auto, flat, scale=scale, compared="backward vs jax.grad(jaxreg.loss)",
                              **options)
     return NetworkReport.combine(*fd, exact)
