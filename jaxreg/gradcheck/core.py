@@ -54,8 +54,10 @@ __all__ = [
 EPSILON = 1e-7  # the textbook's step
 THRESHOLD = 2e-7  # the textbook's verdict: a difference above this means a bug
 SAFETY = 10.0  # a value fails when its error exceeds SAFETY x its own error bound
-ROUNDING = 4.0  # a loss is taken to be rounded to ROUNDING x u x |J| (calibrated: benchmarks/README.md)
-EXACT_ROUNDING = 256.0  # two exact gradients may differ by EXACT_ROUNDING x u x the largest gradient entry
+# A loss is taken to be rounded to ROUNDING u |J|: on 60 random networks (depth 1-4, width 1-64) the
+# honest errors reached 1.2 u |J| / epsilon, 4.6 on a saturated one (J ~ 1e-6).
+ROUNDING = 4.0
+EXACT_ROUNDING = 256.0  # an exactly computed gradient entry rounds to EXACT_ROUNDING u x the size of its terms
 TOP_K = 5  # how many of the worst values a report lists
 STEPS = (-2.0, -1.0, 1.0, 2.0)  # the four points of each value, in units of epsilon
 BATCH_ELEMENTS = 2**22  # perturbed array entries held at once (32 MiB of float64)

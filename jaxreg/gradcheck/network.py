@@ -113,21 +113,20 @@ def check_network(
             values = (g_auto, g_back)
         else:
             key = core.DEFAULT_KEY if direction_key is None else direction_key
-            g_auto, losses, kinks, proj = _directional(flat, X64, Y64, problem, float(lambd), g_back,
-                                                       epsilon=epsilon, directions=directions, key=key)
+            g_auto, losses, kinks, proj = _directional(
+                flat, X64, Y64, problem, float(lambd), g_back, epsilon=epsilon, directions=directions, key=key
+            )
             values = (proj[:, 0], proj[:, 1])
     # Both gradients round like the terms they sum: the finite differences' bounds include that too.
     scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
     options = dict(threshold=threshold, safety=safety, top_k=top_k)
-    fd = [
-        core.judge_fd(v, losses, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=c,
-                      grad_rounding=core.gradient_rounding(scale), **options)
-        for v, c in zip(values, ("finite differences vs jax.grad(jaxreg.loss)", "finite differences vs backward"),
-                        strict=True)
-    ]
-    exact = core.judge_exact(g_back, g_auto, flat, scale=scale, compared="backward vs jax.grad(jaxreg.loss)",
-                             **options)
-    return NetworkReport.combine(*fd, exact)
+    fd = dict(losses=losses, flat=flat, epsilon=epsilon, directions=directions, kinks=kinks,
+              grad_rounding=core.gradient_rounding(scale), **options)  # fmt: skip
+    return NetworkReport.combine(
+        core.judge_fd(values[0], compared="finite differences vs jax.grad(jaxreg.loss)", **fd),
+        core.judge_fd(values[1], compared="finite differences vs backward", **fd),
+        core.judge_exact(g_back, g_auto, flat, scale=scale, compared="backward vs jax.grad(jaxreg.loss)", **options),
+    )
 
 
 def _gradient_scale(flat: Flat, grad, params, X, Y, problem: _Problem, lambd: float) -> float:
@@ -140,8 +139,9 @@ def _gradient_scale(flat: Flat, grad, params, X, Y, problem: _Problem, lambd: fl
     _, cache = reference.forward(params, X, masks=problem.masks, keep_prob=problem.keep)
     logits = cache[f"Z{len(problem.dims) - 1}"]
     delta = np.max(np.exp(-np.logaddexp(0, -(1 - 2 * Y) * logits)))  # max |sigmoid(z) - y|, no cancellation
-    l2 = np.concatenate([lambd / m * leaf.ravel() * name.startswith("W") for name, leaf in zip(flat.names, flat.leaves,
-                                                                                              strict=True)])
+    l2 = np.concatenate(
+        [lambd / m * leaf.ravel() * (name[0] == "W") for name, leaf in zip(flat.names, flat.leaves, strict=True)]
+    )
     data = np.abs(grad - l2)
     return float(np.max(data[np.isfinite(data)], initial=0.0) / max(delta, 1e-300) + np.max(np.abs(l2)))
 
@@ -263,8 +263,8 @@ def _batches(dims: tuple[int, ...], m: int) -> tuple[int, ...]:
 
 def _fast_path(params, X, Y, problem: _Problem, lambd: float, epsilon: float):
     keep = None if problem.masks is None else np.asarray(problem.keep, np.float64)
-    out = _fast_program(params, X, Y, problem.masks, keep, np.float64(lambd), np.float64(epsilon),
-                        batches=_batches(problem.dims, X.shape[1]))
+    batches = _batches(problem.dims, X.shape[1])
+    out = _fast_program(params, X, Y, problem.masks, keep, np.float64(lambd), np.float64(epsilon), batches=batches)
     return tuple(np.asarray(x) for x in out)
 
 
@@ -283,5 +283,5 @@ def _directional(flat: Flat, X, Y, problem: _Problem, lambd: float, g_back, *, e
         return jnp.concatenate([_on(Zl, None if masks is None else masks[l]).ravel() for l, Zl in enumerate(Z)])
 
     arrays = (X, Y, problem.masks, np.float64(lambd))
-    return core.sweep(loss, flat, arrays, g_back[None], epsilon=epsilon, directions=directions, key=key,
-                      pattern=pattern, with_grad=True)
+    options = dict(epsilon=epsilon, directions=directions, key=key, pattern=pattern, with_grad=True)
+    return core.sweep(loss, flat, arrays, g_back[None], **options)
