@@ -205,9 +205,9 @@ class NetworkReport(NamedTuple):
 def _verdict_line(report: NetworkReport, rule: str) -> str:
     fd = report.fd_vs_backward
     n_failed = max(r.n_failed for r in report.reports.values())
-    within = "every value within" if report.passed else f"{n_failed} value(s) beyond"
+    within = "every value within its" if report.passed else f"{n_failed} value(s) beyond their"
     rules = {
-        "error-model": f"the error model: {within} {fd.safety:g}x its own error bound "
+        "error-model": f"the error model: {within} own error bound x {fd.safety:g} "
         f"({report.n_kinks} excluded as kink crossings)",
         "textbook": f"the textbook rule: difference {report.difference:.3e} "
         f"{'<=' if report.textbook_passed else '>'} {fd.threshold:g}",
