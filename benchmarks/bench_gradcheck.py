@@ -1,48 +1,63 @@
-"""The full finite-difference gradient check: vectorised vs a coordinate loop.
+"""The full finite-difference gradient check: its verdicts, and its speed against coordinate loops.
 
-``jaxreg.gradcheck.check_network`` (finite differences of every coordinate vs
-``jax.grad`` vs the NumPy backprop, ReLU kinks flagged; all ``2P`` perturbed losses in one
-compiled call) on ``[2, 20, 3, 1]`` (127 parameters, the textbook's dataset) and on a
-~10^5-parameter network ``[2, 300, 300, 1]`` (a few random examples, to keep the run short),
-float64, L2 on. Against it, the finite differences alone computed as the textbook does, one
-coordinate at a time: a Python loop over a jitted two-sided difference (``jax-loop``) and
-the textbook's NumPy loop (``numpy-loop``: ``jaxreg.reference`` forward and cost per
-perturbation). On the large network the loops run on the first coordinates only and are
-extrapolated to all of them (the table says how many).
+``jaxreg.gradcheck.check_network`` (every coordinate: four losses each, at +-epsilon and
++-2 epsilon, from the cached forward pass; ``jax.grad``; the NumPy backprop; ReLU kinks;
+both verdicts) on ``[2, 20, 3, 1]`` (127 parameters, the textbook's dataset) and on
+``[2, 300, 300, 1]`` (91,501 parameters, 4 random examples), float64, L2 on. On the large
+network it checks the correct hand-written gradient and the same gradient with its
+largest-magnitude ``dW2`` entry scaled by 1.01. Against it, the finite differences alone
+computed as the textbook does, one coordinate at a time (two losses each): a Python loop
+over a jitted two-sided difference (``jax-loop``) and the textbook's NumPy loop
+(``numpy-loop``: ``jaxreg.reference`` forward and cost per perturbation), run on the first
+coordinates of the large network and extrapolated to all of them (the table says how many).
+On the small network the generic ``gradcheck.check(jaxreg.loss, ...)`` runs too.
+
+This process unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before NumPy loads, so the NumPy
+loop's BLAS picks its own kernel (recorded with threadpoolctl where it is installed).
 
     python benchmarks/bench_gradcheck.py [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
+import os
 
-import _common as C
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.flatten_util import ravel_pytree
+for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # before NumPy loads its BLAS; this process only
+    os.environ.pop(_name, None)
 
-from jaxreg import gradcheck, model, reference
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import _common as C  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+from jaxreg import gradcheck, model, reference  # noqa: E402
 
 EPSILON = 1e-7
 LAMBD = 0.7
 SMALL = (2, 20, 3, 1)
 LARGE = (2, 300, 300, 1)
 LARGE_M = 4
+LOOP_COORDINATES = 3000  # coordinates the loops run on the large network (then extrapolated)
+BUG_SCALE = 1.01
+TARGET_SPEEDUP = 20  # the full check vs the NumPy coordinate loop, same run
+TARGET_SECONDS = 3.0  # the full check on the large network, wall clock
 
 NOTES = """\
-**What limits it.** On the small network the whole three-way check (finite differences, 254
-losses, plus `jax.grad`, the NumPy backprop and the kink flags) costs about as much as the
-bare finite differences in a Python loop: per-call overheads, not arithmetic. On the large
-network the vectorised check is memory-bound: each of the `2P` perturbed losses (and each
-perturbation's ReLU pattern) starts from its own full copy of the parameter vector, `P`
-float64s, so the check moves ~`4P²` numbers (~270 GB at `P` = 91,501) for ~10¹¹ flops of
-forward passes, and it is no faster than the textbook's NumPy loop. Perturbing only the
-array a coordinate belongs to, or a rank-one update of the one pre-activation it changes,
-would remove the `P²` term (`jaxreg/gradcheck.py`, not changed here).
+**What limits it.** The fast path perturbs pre-activations, not parameters: a weight
+`W_l[i, j]` moves row `i` of `Z_l` by `±ε A_{l-1}[j, :]`, so each perturbed loss costs that
+row, a rank-one update of the next layer and the layers after it. For `[2, 300, 300, 1]`
+the 90,300 coordinates of layer 2 cost `O(m)` each and the 900 of layer 1 `O(300 m)`: the
+366,004 losses are ~10⁸ flops, a few tenths of a second, about what `jax.grad`, the NumPy
+backprop and building the report (per-array differences, ranking by error / bound) add
+together. The first call is mostly XLA compiling the one program (grad, four losses per
+coordinate, kink flags, per layer). The textbook's loop pays a full forward pass and a
+parameter copy per loss, in Python. The previous vectorised check (every perturbation from
+its own copy of the whole parameter vector, ~`4P²` numbers moved) took 24–90 s here.
 """
 
 
@@ -89,9 +104,7 @@ def numpy_loop(params, X, Y):
     splits = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
 
     def as_dict(vector):
-        return {
-            n: part.reshape(s) for n, part, s in zip(names, np.split(vector, splits), shapes, strict=True)
-        }
+        return {n: part.reshape(s) for n, part, s in zip(names, np.split(vector, splits), shapes, strict=True)}
 
     def J(vector):
         p = as_dict(vector)
@@ -110,88 +123,143 @@ def numpy_loop(params, X, Y):
     return run
 
 
+def blas() -> dict:
+    """The BLAS NumPy runs on, and the kernel it picked."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return {"note": "threadpoolctl not installed: kernel not recorded"}
+    info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    keys = ("internal_api", "version", "architecture", "num_threads", "threading_layer")
+    return {k: info[0].get(k) for k in keys} if info else {"note": "no BLAS found by threadpoolctl"}
+
+
+def largest_dw2_bug(params, X, Y):
+    """The hand-written backprop with its largest-magnitude dW2 entry scaled by BUG_SCALE."""
+    where = np.unravel_index(np.argmax(np.abs(reference.backward(params, X, Y, lambd=LAMBD)["dW2"])),
+                             params["W2"].shape)  # fmt: skip
+
+    def backward(*args, **kwargs):
+        grads = reference.backward(*args, **kwargs)
+        grads["dW2"] = grads["dW2"].copy()
+        grads["dW2"][where] *= BUG_SCALE
+        return grads
+
+    return backward, tuple(int(i) for i in where)
+
+
+def verdict_text(report) -> str:
+    located = ""
+    if not report.passed:
+        e = report.fd_vs_backward.worst[0]
+        located = f", worst {e.name}[{', '.join(map(str, e.index))}] at {e.ratio:.0f}x its bound"
+    return (
+        f"error model {'passed' if report.passed else 'FAILED'}{located}; textbook "
+        f"{'passed' if report.textbook_passed else 'FAILED'} (difference {report.difference:.1e})"
+    )
+
+
+def run_case(label, dims, m, reps):
+    """Time the check and its competitors on one network; returns (rows, payload)."""
+    print(f"bench_gradcheck: {label} ...", file=sys.stderr, flush=True)
+    params, X, Y, note = problem(dims, m)
+    P = sum(v.size for v in params.values())
+    k = P if m is None else min(LOOP_COORDINATES, P)
+    reports = {}
+
+    def check():
+        reports["honest"] = gradcheck.check_network(params, X, Y, lambd=LAMBD)
+
+    competitors = {"check_network": check}
+    if m is None:
+        def generic():  # noqa: E306
+            gradcheck.check(model.loss, params, X, Y, grads=reference.backward(params, X, Y, lambd=LAMBD), lambd=LAMBD)
+
+        competitors["check (generic)"] = generic
+    loops = {"jax-loop": jax_loop(params, X, Y), "numpy-loop": numpy_loop(params, X, Y)}
+    competitors.update({name: (lambda run=run: run(k)) for name, run in loops.items()})
+    t0 = time.perf_counter()
+    check()  # the first call compiles
+    first = time.perf_counter() - t0
+    for run in loops.values():
+        run(2)  # compile the jitted difference
+    samples = C.interleaved(competitors, reps=reps, warmup=1 if m is None else 0)
+    seconds = {name: C.stats(s["wall"], 1.0 if name in ("check_network", "check (generic)") else P / k)
+               for name, s in samples.items()}  # fmt: skip
+    numpy_median = seconds["numpy-loop"]["median"]
+    payload = {
+        "parameters": P, "data": note, "seconds": seconds, "first_call_seconds": first, "coordinates_timed": k,
+        "n_losses": reports["honest"].fd_vs_backward.n_losses, "honest": reports["honest"].to_dict()["comparisons"],
+        "honest_passed": reports["honest"].passed, "honest_textbook_passed": reports["honest"].textbook_passed,
+        "honest_difference": reports["honest"].difference, "n_kinks": reports["honest"].n_kinks,
+        "speedup_vs_numpy": numpy_median / seconds["check_network"]["median"],
+        "speedup_vs_numpy_first_call": numpy_median / first,
+    }  # fmt: skip
+    verdicts = {"check_network": "correct gradient: " + verdict_text(reports["honest"])}
+    if m is not None:
+        backward, where = largest_dw2_bug(params, X, Y)
+        bad = gradcheck.check_network(params, X, Y, lambd=LAMBD, backward=backward)
+        worst = bad.fd_vs_backward.worst[0]
+        payload["bug"] = {
+            "entry": ["W2", list(where)], "scale": BUG_SCALE, "passed": bad.passed,
+            "textbook_passed": bad.textbook_passed, "difference": bad.difference, "offenders": list(bad.offenders),
+            "located": [worst.name, list(worst.index)], "located_right": (worst.name, worst.index) == ("W2", where),
+            "ratio": worst.ratio, "n_failed": bad.fd_vs_backward.n_failed,
+        }  # fmt: skip
+        verdicts["check_network"] += (
+            f"<br>dW2[{where[0]}, {where[1]}] x {BUG_SCALE}: " + verdict_text(bad) + f" ({bad.fd_vs_backward.n_failed} "
+            "coordinate(s) beyond their bound)"
+        )
+    rows = []
+    for name, s in seconds.items():
+        extrapolated = "" if name in ("check_network", "check (generic)") or k == P else f" (from {k} of {P})"
+        first_text = f"; first call {first:.2f}" if name == "check_network" else ""
+        rows.append([label, f"{P:,}", note, name, C.fmt_range(s, 3) + extrapolated + first_text,
+                     C.fmt_ratio(numpy_median / s["median"]), verdicts.get(name, "")])  # fmt: skip
+    return rows, payload
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test: the small network only")
     args = parser.parse_args(argv)
     env = C.environment("float64")
-    cases = [("[2, 20, 3, 1]", SMALL, None, None, 5)]
+    env["blas"] = blas()
+    cases = [("[2, 20, 3, 1]", SMALL, None, 5)]
     if not args.quick:
-        cases.append(("[2, 300, 300, 1]", LARGE, LARGE_M, 300, 1))
+        cases.append(("[2, 300, 300, 1]", LARGE, LARGE_M, 3))
     rows, payload = [], {"environment": env, "cases": {}}
-    for label, dims, m, subset, reps in cases:
-        print(f"bench_gradcheck: {label} ...", file=sys.stderr, flush=True)
-        params, X, Y, note = problem(dims, m)
-        P = sum(v.size for v in params.values())
-        k = P if subset is None else min(subset, P)
-        loops = {"jax-loop": jax_loop(params, X, Y), "numpy-loop": numpy_loop(params, X, Y)}
-        report = None
-
-        def vectorised(params=params, X=X, Y=Y):
-            nonlocal report
-            report = gradcheck.check_network(params, X, Y, lambd=LAMBD)
-            return None
-
-        loop_runs = {name: (lambda run=run, k=k: run(k)) for name, run in loops.items()}
-        t0 = time.perf_counter()
-        vectorised()  # the first call compiles
-        first = time.perf_counter() - t0
-        if subset is None:
-            samples = C.interleaved({"vectorised": vectorised, **loop_runs}, reps=reps, warmup=1)
-        else:  # one call of the check (compile included: it is small next to the run), loops once
-            for run in loops.values():
-                run(2)  # compile the jitted difference
-            samples = {
-                "vectorised": {"wall": [first], "cpu": []},
-                **C.interleaved(loop_runs, reps=1, warmup=0),
-            }
-        competitors = samples
-        seconds = {
-            name: C.stats(s["wall"], 1.0 if name == "vectorised" else P / k) for name, s in samples.items()
-        }
-        base = seconds["vectorised"]["median"]
-        for name in competitors:
-            s = seconds[name]
-            extrapolated = "" if name == "vectorised" or k == P else f" (from {k} of {P} coordinates)"
-            rows.append(
-                [
-                    label,
-                    f"{P:,}",
-                    note,
-                    name,
-                    C.fmt_range(s, 3) + extrapolated,
-                    C.fmt_ratio(s["median"] / base),
-                    C.fmt_ratio(seconds["numpy-loop"]["median"] / s["median"]),
-                ]
-            )
-        rows[-len(competitors)][3] += (
-            f" (first call {first:.1f} s)" if subset is None else " (one call, compile included)"
-        )
-        payload["cases"][label] = {
-            "parameters": P,
-            "data": note,
-            "seconds": seconds,
-            "first_call_seconds": first,
-            "coordinates_timed": k,
-            "passed": report.passed,
-            "difference": report.difference,
-            "n_losses": report.fd_vs_autodiff.n_losses,
-            "kinks": len(report.kinks),
-        }
-        rows[-len(competitors)][3] += (
-            f"; difference {report.difference:.1e}, {'passed' if report.passed else 'FAILED'}"
-        )
-
+    for label, dims, m, reps in cases:
+        case_rows, payload["cases"][label] = run_case(label, dims, m, reps)
+        rows += case_rows
+    targets = []
+    if not args.quick:
+        big = payload["cases"]["[2, 300, 300, 1]"]
+        median = big["seconds"]["check_network"]["median"]
+        targets = [
+            ["correct gradient passes (error model)", "passes", C.verdict(big["honest_passed"])],
+            [f"dW2's largest entry x {BUG_SCALE} fails, located there", "fails at that entry",
+             C.verdict(not big["bug"]["passed"] and big["bug"]["located_right"])],
+            ["full check vs NumPy loop (× faster)", f"≥ {TARGET_SPEEDUP}×",
+             f"{big['speedup_vs_numpy']:.0f}× ({big['speedup_vs_numpy_first_call']:.0f}× with the first call): "
+             + C.verdict(big["speedup_vs_numpy"] >= TARGET_SPEEDUP)],
+            ["full check, wall clock", f"≤ {TARGET_SECONDS:g} s",
+             f"{median:.2f} s ({big['first_call_seconds']:.2f} s first call, compile included): "
+             + C.verdict(big["first_call_seconds"] <= TARGET_SECONDS)],
+        ]  # fmt: skip
+        payload["targets"] = targets
+    blas_text = ", ".join(f"{k} {v}" for k, v in env["blas"].items())
     md = "\n\n".join(
         [
             "### bench_gradcheck: the full finite-difference check",
-            f"`{C.command_line()}` — {env['date']}. {C.environment_line(env)}.",
-            f"Every coordinate, epsilon {EPSILON:g}, lambd {LAMBD}, float64. Seconds for the whole check: "
-            "median (min–max) of 5 repetitions after a first call that compiles (small network); one "
-            "call, compilation included, of the check on the large network. The loops compute the "
-            "finite differences only. × slower: against the vectorised check; × NumPy: the NumPy loop's "
-            "time over each.",
-            C.table(["network", "parameters", "data", "competitor", "seconds", "× slower", "× NumPy"], rows),
+            f"`{C.command_line()}` — {env['date']}. {C.environment_line(env)}. NumPy's BLAS: {blas_text}.",
+            f"Every coordinate, epsilon {EPSILON:g}, lambd {LAMBD}, float64. Seconds per check: median (min–max) of "
+            "the repetitions (5 on the small network, 3 on the large one, interleaved), after a first call that "
+            "compiles. check_network: four losses per coordinate (±ε, ±2ε), jax.grad, the NumPy backprop, kink "
+            "flags and both verdicts; the loops: two losses per coordinate, nothing else. × NumPy: the NumPy "
+            "loop's time over each.",
+            C.table(["network", "parameters", "data", "competitor", "seconds", "× NumPy", "verdicts"], rows),
+            *([C.table(["target (issue 14)", "target", "measured"], targets)] if targets else []),
             NOTES,
         ]
     )

@@ -33,6 +33,7 @@ __all__ = [
     "init_params",
     "dropout_masks",
     "forward",
+    "preactivations",
     "loss",
     "cross_entropy",
     "predict_proba",
@@ -93,17 +94,31 @@ def forward(params: dict, X, *, masks=None, keep_prob=1.0) -> jax.Array:
 
     Hidden layers are LINEAR->RELU, then ``A * D / keep_prob`` where ``masks`` (from
     :func:`dropout_masks`) are given; without masks there is no dropout."""
-    dims = validate.params(params, n_x=validate.features(X).shape[0])
+    return preactivations(params, X, masks=masks, keep_prob=keep_prob)[-1]
+
+
+def preactivations(params: dict, X, *, masks=None, keep_prob=1.0, first: int = 1) -> tuple[jax.Array, ...]:
+    """``(Z_first, ..., Z_L)``, each ``Z_l = W_l A_{l-1} + b_l`` of shape ``(n_l, m)`` (``Z_L``: the logits).
+
+    ``X`` is ``A_{first-1}`` of shape ``(n_{first-1}, m)``: the data for ``first = 1`` (the
+    default), else the output of hidden layer ``first - 1`` after its dropout. Hidden layers
+    are LINEAR->RELU, then ``A * D / keep_prob`` where ``masks`` are given."""
+    dims = validate.params(params, n_x=validate.features(X).shape[0] if first == 1 else None)
     L = len(dims) - 1
+    if not 1 <= first <= L:
+        raise ValueError(f"first: got {first}, expected a layer from 1 to {L}")
+    if X.shape[0] != dims[first - 1]:
+        raise ValueError(f"X: got shape {tuple(X.shape)}, expected ({dims[first - 1]}, m), the input of layer {first}")
     if masks is not None:
         _check_masks(masks, dims, X.shape[1])
         kps = validate.keep_prob(keep_prob, L - 1)
-    A = X
-    for l in range(1, L):
-        A = jax.nn.relu(params[f"W{l}"] @ A + params[f"b{l}"])
+    Z = [params[f"W{first}"] @ X + params[f"b{first}"]]
+    for l in range(first + 1, L + 1):
+        A = jax.nn.relu(Z[-1])
         if masks is not None:
-            A = _dropout(A, masks[l - 1], kps[l - 1])
-    return params[f"W{L}"] @ A + params[f"b{L}"]
+            A = _dropout(A, masks[l - 2], kps[l - 2])
+        Z.append(params[f"W{l}"] @ A + params[f"b{l}"])
+    return tuple(Z)
 
 
 def _dropout(A, mask, keep_prob):
