@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
-__all__ = ["History", "Outcome", "chunk_ends", "drive", "to_host"]
+from jaxreg.hosts import to_host
+
+__all__ = ["History", "Outcome", "chunk_ends", "drive"]
 
 
 class History(NamedTuple):
@@ -68,16 +69,6 @@ def chunk_ends(start: int, total: int, log_every: int) -> list[int]:
     """Chunk boundaries after ``start``: multiples of ``log_every``, and ``total``."""
     first = (start // log_every + 1) * log_every
     return [*range(first, total, log_every)] + ([total] if total > start else [])
-
-
-def to_host(tree):
-    """Host NumPy copies of a (possibly sharded, possibly multi-host) pytree of arrays."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)),
-                                      tree)
-    return jax.tree_util.tree_map(np.asarray, tree)
 
 
 def drive(

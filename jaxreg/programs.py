@@ -110,7 +110,7 @@ class Split(NamedTuple):
     """Which examples of ``X`` a member trains on and which it is validated on (0/1 weights)."""
 
     train: Any  # (1, m)
-    valid: Any  # (1, m)
+    valid: Any  # (1, m), or None: no validation (the weights only mark padding, say)
 
 
 class ChunkLog(NamedTuple):
@@ -231,7 +231,7 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, split: Split | None, X, Y
         params, opt_state, step = jax.tree_util.tree_map(lambda old, new: jnp.where(stopped, old, new),
                                                          (state.params, state.opt_state, state.step),
                                                          (params, opt_state, step))
-    if split is not None:
+    if split is not None and split.valid is not None:
         valid_cost = validation_cost(params, X, Y, split.valid)
     if best is not None:
         best = _monitor(best, params, valid_cost, step, program.patience)
@@ -304,7 +304,7 @@ def _evaluate(params: dict, lambd, X, Y, X_test=None, split: Split | None = None
         final_cost=loss(params, X, Y, lambd=lambd, weights=weights),
         predictions=predict(params, X),
         test_predictions=None if X_test is None else predict(params, X_test),
-        valid_cost=None if split is None else validation_cost(params, X, Y, split.valid),
+        valid_cost=None if split is None or split.valid is None else validation_cost(params, X, Y, split.valid),
     )
 
 

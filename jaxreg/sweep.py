@@ -26,7 +26,6 @@ over the devices, parameters replicated, gradient sums reduced by XLA.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -37,7 +36,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxreg import splits, validate
 from jaxreg.config import TrainConfig, check_seed
-from jaxreg.driver import History, Outcome, drive, to_host
+from jaxreg.driver import History, Outcome, drive
+from jaxreg.hosts import agreed_min, global_array, to_host
 from jaxreg.masks import mask_bits_bytes
 from jaxreg.programs import (
     MEMBERS,
@@ -226,7 +226,8 @@ def _run(member_config, member_seed, member_fold, split, X, Y, memory_budget, de
                               n_steps=min(base.log_every, max(base.iterations, 1)), split=split is not None,
                               early_stopping=base.early_stopping is not None)
     data_bytes = (X.size + Y.size) * np.dtype(base.dtype).itemsize
-    per_device = max(1, (_budget(memory_budget, devices[0]) - data_bytes) // per_member)
+    local = next((d for d in devices if d.process_index == jax.process_index()), devices[0])
+    per_device = agreed_min(max(1, (_budget(memory_budget, local) - data_bytes) // per_member))
     mesh = Mesh(np.asarray(devices), (MEMBERS,)) if len(devices) > 1 else None
     place = _placement(mesh, devices)
     Xd, Yd = (place(np.asarray(a, base.dtype), P()) for a in (X, Y))
@@ -347,10 +348,11 @@ def _budget(memory_budget, device) -> int:
 
 
 def _placement(mesh: Mesh | None, devices: list):
-    """``place(array, spec)``: on the mesh with that partition spec, else on the one device."""
+    """``place(host array, spec)``: on the mesh with that partition spec (each process placing
+    its devices' shards), else on the one device."""
     if mesh is None:
         return lambda a, spec: jax.device_put(a, devices[0])
-    return lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))
+    return lambda a, spec: global_array(a, NamedSharding(mesh, spec))
 
 
 def _train_members(configs: list[TrainConfig], seeds: np.ndarray, split: Split | None, program: Program, X, Y, mesh,
@@ -358,12 +360,12 @@ def _train_members(configs: list[TrainConfig], seeds: np.ndarray, split: Split |
     """One chunk of members (a multiple of the device count), trained by the driver."""
     base = configs[0]
     data = np.stack([key_data(seed=int(s))[0] for s in seeds])
-    states = init_members(data, impl="threefry2x32", program=program.for_init())
     hyper = jax.tree_util.tree_map(lambda *a: np.stack(a), *[hyper_of(c) for c in configs])
     masks = [course_masks(c, X.shape[1]) for c in configs]
     masks = None if masks[0] is None else jax.tree_util.tree_map(lambda *a: np.stack(a), *masks)
-    member_args = (states, hyper, masks, split)
-    states, hyper, masks, split = (jax.tree_util.tree_map(lambda a: place(a, P(MEMBERS)), t) for t in member_args)
+    data, hyper, masks, split = (jax.tree_util.tree_map(lambda a: place(a, P(MEMBERS)), t)
+                                 for t in (data, hyper, masks, split))
+    states = init_members(data, impl="threefry2x32", program=program.for_init())  # laid out as its key data
 
     def run(states, n_steps):
         return run_members(states, hyper, masks, split, X, Y, program=program, n_steps=n_steps, mesh=mesh)
@@ -426,21 +428,15 @@ def _judge(params: dict, configs: list[TrainConfig], split: Split | None, X, Y, 
 
 def train_data_parallel(X, Y, layer_dims: Sequence[int], *, devices: Sequence | None = None,
                         **kwargs) -> TrainResult:
-    """:func:`jaxreg.train` with the examples sharded over ``devices`` (default all).
-
-    ``X``/``Y`` are split along ``m`` on a 1-D mesh, parameters stay replicated and XLA
-    reduces the gradient sums across devices: the same run as on one device up to the
-    order of floating-point sums. Masks come from keys, so they are the same values.
-    Arrays are split evenly only: with ``m`` not divisible by the device count the
-    largest count that divides ``m`` is used (with a warning). ``kwargs`` go to ``train``."""
+    """:func:`jaxreg.train` with the examples sharded over ``devices`` (default all of
+    ``jax.devices()``, every host's): parameters replicated, XLA reducing the gradient
+    sums across devices; the same run as on one device up to the order of floating-point
+    sums. Where ``m`` does not divide among the devices, zero-weight examples pad it (all
+    devices stay busy; the dropout masks are then drawn for the padded width, so a run
+    with dropout differs from the unpadded one). ``kwargs`` go to ``train``."""
     validate.features_and_labels(X, Y)
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices: got none, expected at least one device")
-    m = X.shape[1]
-    used = max(d for d in range(1, len(devices) + 1) if m % d == 0)
-    if used < len(devices):
-        warnings.warn(f"train_data_parallel: m = {m} examples do not split evenly over {len(devices)} "
-                      f"devices; using {used}", stacklevel=2)
-    by_example = NamedSharding(Mesh(np.asarray(devices[:used]), ("data",)), P(None, "data"))
+    by_example = NamedSharding(Mesh(np.asarray(devices), ("data",)), P(None, "data"))
     return train(X, Y, layer_dims, sharding=by_example, **kwargs)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +30,7 @@ from jaxreg import checkpoint as ckpt
 from jaxreg import reference, splits, validate
 from jaxreg.config import TrainConfig, check_seed
 from jaxreg.driver import History, Outcome, drive
+from jaxreg.hosts import global_array, is_main, to_host
 from jaxreg.programs import Program, Split, TrainState, evaluate, hyper_of, init_state, key_data, run_chunk
 from jaxreg.splits import Splits
 
@@ -168,11 +170,14 @@ def train(
     if split is not None:
         X, Y = split.X, split.Y
     one = None if split is None else Split(split.train[0], split.valid[0])
+    meta = {"config": config.to_json(), "data": data_fingerprint(X, Y)}
+    if sharding is not None:
+        X, Y, one = _padded(X, Y, one, len(sharding.device_set))
 
     program, hyper = Program.of(config, split=one is not None), hyper_of(config)
-    Xd, Yd = (jax.device_put(np.asarray(a, config.dtype), sharding) for a in (X, Y))
+    place = jax.device_put if sharding is None else partial(global_array, sharding=sharding)
+    Xd, Yd = (place(np.asarray(a, config.dtype)) for a in (X, Y))
     state = init_state(data, impl=impl, program=program.for_init())
-    meta = {"config": config.to_json(), "data": data_fingerprint(X, Y)}
     history = None
     if resume:
         state, history = _resume(checkpoint, state, meta, config.iterations)
@@ -183,17 +188,35 @@ def train(
 
     def save(outcome: Outcome):
         state, logged = _member(outcome)
-        ckpt.save(checkpoint, state, {**meta, "history": _history_json(logged)})
+        state = to_host(state) if jax.process_count() > 1 else state  # every process takes part
+        if is_main():
+            ckpt.save(checkpoint, state, {**meta, "history": _history_json(logged)})
 
     outcome = drive(run, state, n=1, start=int(state.step), total=config.iterations, log_every=config.log_every,
                     history=history, save=None if checkpoint is None else save, save_every=checkpoint_every,
                     on_chunk=on_chunk)
     state, logged = _member(outcome)
+    if jax.process_count() > 1:  # arrays across hosts: the result is the same on every host
+        state = to_host(state)
     result = _result(state, logged, config, X, Y, X_test, Y_test, one)
     if outcome.diverged_at[0] >= 0:
         iteration = int(outcome.diverged_at[0])
         raise TrainingDiverged(iteration, _cost_at(outcome, iteration), result)
     return result
+
+
+def _padded(X, Y, split: Split | None, devices: int):
+    """``X``, ``Y`` with zero-weight examples appended up to a multiple of ``devices`` (all of them
+    busy), and the split whose training weights say so; unchanged where ``m`` already divides."""
+    m = X.shape[1]
+    extra = -m % devices
+    if extra == 0:
+        return X, Y, split
+    def pad(a):
+        return np.pad(np.asarray(a), ((0, 0), (0, extra)))
+
+    train = np.ones((1, m)) if split is None else split.train
+    return pad(X), pad(Y), Split(pad(train), None if split is None else pad(split.valid))
 
 
 def validation_splits(X, Y, config: TrainConfig, validation, validation_split, split_seed) -> Splits | None:
@@ -251,8 +274,10 @@ def judge(params: dict, lambd, X, Y, X_test=None, Y_test=None, split: Split | No
                                                                           == np.asarray(Y_test)))}
     if split is None:
         return {**judged, "train_accuracy": float(np.mean(right))}
-    train, valid = (np.asarray(w, bool) for w in split)
-    return {**judged, "train_accuracy": float(np.mean(right[train])), "valid_accuracy": float(np.mean(right[valid])),
+    judged["train_accuracy"] = float(np.mean(right[np.asarray(split.train, bool)]))
+    if split.valid is None:
+        return judged
+    return {**judged, "valid_accuracy": float(np.mean(right[np.asarray(split.valid, bool)])),
             "valid_cost": float(out.valid_cost)}
 
 

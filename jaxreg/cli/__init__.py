@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)  # ends like Ctrl-C: exit 130, one line
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        status = args.func(args)
+        hosts = sys.modules.get("jaxreg.hosts")
+        if hosts is not None:
+            hosts.sync("jaxreg: done")  # the other processes wait for the first's output
+        return status
     except UsageError as err:
         print(err, file=sys.stderr)
         return 2

@@ -110,6 +110,17 @@ def validation_options(args) -> dict:
     return options
 
 
+def add_hosts_flags(p) -> None:
+    """Several processes or hosts on JAX's runtime: every process runs the same command."""
+    group = p.add_argument_group("several processes or hosts (every one runs this same command)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="process 0's address (or $JAX_COORDINATOR_ADDRESS)")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes (or $JAXREG_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index (or $JAXREG_PROCESS_ID)")
+    group.add_argument("--distributed", action="store_true",
+                       help="find the processes from SLURM, Open MPI or Kubernetes (jax.distributed.initialize())")
+
+
 def add_run_flags(p) -> None:
     """Flags of every command that computes."""
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
@@ -154,6 +165,10 @@ def start_jax(args):
 
     if getattr(args, "precision", None) == "float64":
         jax.config.update("jax_enable_x64", True)
+    if hasattr(args, "coordinator"):
+        from jaxreg import hosts
+
+        hosts.initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
     if not args.no_cache:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -167,11 +182,12 @@ def start_jax(args):
 
 
 class Progress:
-    """A tqdm bar on an interactive stderr for runs longer than a second; else nothing."""
+    """A tqdm bar on an interactive stderr for runs longer than a second (in the first process);
+    else nothing."""
 
     def __init__(self, total: int, quiet: bool, desc: str = "training"):
         self.bar = None
-        if not quiet and sys.stderr.isatty():
+        if not quiet and sys.stderr.isatty() and is_main():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="it", delay=1.0, file=sys.stderr, leave=False)
@@ -205,14 +221,16 @@ class Timed:
                 "run_seconds": round(self.run_seconds, 3)}
 
 
-def fit(dataset, config, seed, progress, **options):
+def fit(dataset, config, seed, progress, data_parallel: bool = False, **options):
     """:func:`jaxreg.train` on the dataset (``options``: its other keywords), closing the
-    progress bar however it ends."""
+    progress bar however it ends; with ``data_parallel``, the examples split over every device."""
+    from jaxreg.sweep import train_data_parallel
     from jaxreg.training import train
 
     try:
-        return train(dataset.X, dataset.Y, config, seed=seed, X_test=dataset.X_test, Y_test=dataset.Y_test,
-                     on_chunk=progress, **options)
+        run = train_data_parallel if data_parallel else train
+        return run(dataset.X, dataset.Y, config, seed=seed, X_test=dataset.X_test, Y_test=dataset.Y_test,
+                   on_chunk=progress, **options)
     finally:
         progress.close()
 
@@ -250,6 +268,12 @@ def summary(result, timed: Timed) -> dict:
 
 def print_json(report: dict) -> None:
     print(json.dumps(report))
+
+
+def is_main() -> bool:
+    """True unless this is one of several processes and not the first (which alone prints and writes)."""
+    hosts = sys.modules.get("jaxreg.hosts")
+    return hosts is None or hosts.is_main()
 
 
 def boundary(result, dataset, resolution: int = 300) -> dict:

@@ -48,6 +48,7 @@ def add(sub) -> None:
     common.add_data_flags(p)
     common.add_training_flags(p, regularization=False, seed=False)
     common.add_validation_flags(p, folds=True)
+    common.add_hosts_flags(p)
     p.add_argument("--lambd", type=float, nargs="+", default=[0.0], metavar="L",
                    help="L2 strengths to try, separated by spaces (default 0)")
     p.add_argument("--keep-prob", type=common.floats, nargs="+", default=[(1.0,)], metavar="P[,P...]",
@@ -138,6 +139,8 @@ def run(args) -> int:
     clock = common.start_jax(args)
     with common.Timed(clock) as timed:
         result = _train(args, dataset, base, seeds, validation)
+    if not common.is_main():
+        return 0
     report = _report(args, dataset, base, seeds, result, timed)
     _write(args, report, result, dataset)
     if args.json:

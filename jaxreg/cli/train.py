@@ -15,6 +15,9 @@ def add(sub) -> None:
     common.add_data_flags(p)
     common.add_training_flags(p)
     common.add_validation_flags(p)
+    p.add_argument("--data-parallel", action="store_true",
+                   help="split the examples over every device (of every process: see below)")
+    common.add_hosts_flags(p)
     p.add_argument("--save", metavar="PATH", help="write the trained parameters (.npz with W1, b1, ...)")
     p.add_argument("--plot", metavar="PATH", help="write a figure: decision boundary and cost curve")
     p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
@@ -38,7 +41,7 @@ def run(args) -> int:
         with common.Timed(clock) as timed:
             result = common.fit(dataset, config, args.seed, common.Progress(args.iterations, args.json),
                                 checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                                resume=args.resume, **validation)
+                                resume=args.resume, data_parallel=args.data_parallel, **validation)
     except TrainingDiverged as err:
         kept = f"; the last finite state is in {args.checkpoint}" if args.checkpoint else ""
         print(f"jaxreg: error: {err}{kept}", file=sys.stderr)
@@ -47,6 +50,8 @@ def run(args) -> int:
         kept = f"; the last complete checkpoint is kept in {args.checkpoint}" if args.checkpoint else ""
         print(f"jaxreg: interrupted{kept}", file=sys.stderr)
         return 130
+    if not common.is_main():
+        return 0
     if args.save:
         save_params(args.save, result.params)
     if args.plot:
