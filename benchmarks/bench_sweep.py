@@ -6,7 +6,10 @@ initialisation from each seed, per-step masks). Reported: seconds in all and per
 configuration, the ratio to training the same configurations one at a time with
 ``jaxreg.train`` (measured on the 8-configuration grid's members, by regime, and summed
 over each grid), and to the NumPy reference loop per configuration (its seconds per
-iteration measured in this run, by regime, times 30000).
+iteration measured in this run, by regime, times 30000). Like ``jaxreg sweep``, the process
+asks XLA for one host device per CPU core (``jaxreg.cores``), so members run side by side,
+a core each; one more row times a 16-configuration grid with 5-fold cross-validation (80
+members), and every row gives the cost per member and step beside the single run's.
 
     python benchmarks/bench_sweep.py [--quick]
 """
@@ -19,10 +22,14 @@ import statistics
 import sys
 import time
 
-import _common as C
+from jaxreg import cores
 
-import jaxreg
-from jaxreg.sweep import sweep
+cores.host_device_per_core()  # before JAX starts (in _common), as `jaxreg sweep` does
+
+import _common as C  # noqa: E402
+
+import jaxreg  # noqa: E402
+from jaxreg.sweep import sweep  # noqa: E402
 
 DIMS = (2, 20, 3, 1)
 LR = 0.3
@@ -66,8 +73,14 @@ def regime_of(lambd: float, keep_prob: float) -> str:
     return ("L2" if lambd else "none") + ("+dropout" if keep_prob < 1 else "")
 
 
-def run_sweep(X, Y, n: int, iterations: int):
-    return sweep(X, Y, list(DIMS), iterations=iterations, learning_rate=LR, folds=0, **GRIDS[n])  # no folds
+FOLDS_GRID = {"lambd": [0.0, 0.1, 0.3, 0.7], "keep_prob": [1.0, 0.95, 0.86, 0.7], "seeds": 1}
+FOLDS = 5
+
+
+def run_sweep(X, Y, n, iterations: int):
+    """The grid of ``n`` configurations without validation, or (``n == "folds"``) FOLDS_GRID with 5 folds."""
+    grid = dict(FOLDS_GRID, folds=FOLDS, refit=False) if n == "folds" else dict(GRIDS[n], folds=0)
+    return sweep(X, Y, list(DIMS), iterations=iterations, learning_rate=LR, **grid)
 
 
 def time_sweep(X, Y, n: int, iterations: int, reps: int) -> tuple[list[float], object]:
@@ -130,17 +143,20 @@ def main(argv=None) -> None:
         return single_s.get(k, single_s["L2+dropout" if kp < 1 else "L2"])
 
     rows, results = [], {}
-    for n in sizes:
+    for n in sizes + ([] if args.quick else ["folds"]):
         print(f"bench_sweep: {n} configurations ...", file=sys.stderr, flush=True)
         run_iterations = ITERATIONS_256 if n == 256 and iterations > ITERATIONS_256 else iterations
-        times, result = time_sweep(X, Y, n, run_iterations, 1 if args.quick else REPS[n])
+        times, result = time_sweep(X, Y, n, run_iterations, 1 if args.quick else REPS.get(n, 1))
         times = [t * iterations / run_iterations for t in times]
-        configs = grid_configs(GRIDS[n])
+        configs = grid_configs(GRIDS[n] if n != "folds" else FOLDS_GRID) * (FOLDS if n == "folds" else 1)
+        members = len(result.seed)
         one_at_a_time = sum(single_estimate(lam, kp) for lam, kp, _ in configs)
         numpy_total = sum(np_s_per_iter[regime_of(lam, kp)] * iterations for lam, kp, _ in configs)
         s = C.stats(times)
-        per_config = s["median"] / n
+        per_config = s["median"] / members
         results[n] = {
+            "members": members,
+            "us_per_member_step": per_config / iterations * 1e6,
             "seconds": s,
             "per_configuration": per_config,
             "one_at_a_time_seconds": one_at_a_time,
@@ -152,11 +168,12 @@ def main(argv=None) -> None:
         }
         rows.append(
             [
-                str(n),
+                f"{len(configs) // FOLDS} × {FOLDS} folds" if n == "folds" else str(n),
                 f"{results[n]['dropout_members']}",
-                f"{result.n_programs}/{result.n_chunks}",
+                f"{result.n_programs}/{result.n_chunks}/{result.n_devices}",
                 C.fmt_range(s, 2),
                 f"{per_config * 1e3:.1f}",
+                f"{results[n]['us_per_member_step']:.2f}",
                 f"{one_at_a_time / s['median']:.1f}×",
                 f"{numpy_total / s['median']:.0f}×",
             ]
@@ -196,14 +213,18 @@ def main(argv=None) -> None:
             f"four sizes; the 256-grid runs {ITERATIONS_256} iterations, its time × 3). One at a time: "
             "`jaxreg.train` per configuration, from the 8-grid's measured members by regime. NumPy: the "
             "textbook's loop (bench_train's), seconds per iteration measured here by regime, × 30000 per "
-            "configuration: " + ", ".join(f"{k} {v * 1e6:.0f} µs" for k, v in np_s_per_iter.items()) + ".",
+            "configuration: " + ", ".join(f"{k} {v * 1e6:.0f} µs" for k, v in np_s_per_iter.items()) + ". "
+            "A single `jaxreg.train` run costs, per step: " + ", ".join(
+                f"{k} {statistics.median(v) / iterations * 1e6:.1f} µs" for k, v in singles.items()) + ". "
+            f"One host device per core ({env['device_count']} here): members are sharded over them.",
             C.table(
                 [
                     "configurations",
                     "with dropout",
-                    "programs/chunks",
+                    "programs/chunks/devices",
                     "seconds",
-                    "ms per configuration",
+                    "ms per member",
+                    "µs per member-step",
                     "× one at a time",
                     "× NumPy",
                 ],

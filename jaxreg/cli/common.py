@@ -154,11 +154,16 @@ def config(args, n_x: int, **overrides):
     return TrainConfig(layer_dims=(n_x, *args.layers, 1), **{**options, **overrides})
 
 
-def start_jax(args):
-    """Start JAX for the command: float64 where asked, the compilation cache unless
-    ``--no-cache``. Returns a :class:`~jaxreg.compilation.CompileClock`."""
+def start_jax(args, *, device_per_core: bool = False):
+    """Start JAX for the command: one host device per CPU core where asked (a sweep's members
+    then run side by side, see :mod:`jaxreg.cores`), float64 where asked, the compilation
+    cache unless ``--no-cache``. Returns a :class:`~jaxreg.compilation.CompileClock`."""
     import warnings
 
+    from jaxreg import cores
+
+    if device_per_core:
+        cores.host_device_per_core()
     import jax
 
     from jaxreg import compilation

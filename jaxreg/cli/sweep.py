@@ -136,7 +136,7 @@ def run(args) -> int:
     dataset = common.dataset(args)
     base = common.config(args, dataset.X.shape[0])
     validation = common.validation_options(args)
-    clock = common.start_jax(args)
+    clock = common.start_jax(args, device_per_core=True)
     with common.Timed(clock) as timed:
         result = _train(args, dataset, base, seeds, validation)
     if not common.is_main():
