@@ -13,6 +13,11 @@ CLASS_COLORS = ("#d62728", "#1f77b4")  # label 0, label 1
 RUN_COLORS = ("#444444", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
+def load() -> None:
+    """Import matplotlib now (with the Agg backend), e.g. ahead of a figure, in the background."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib

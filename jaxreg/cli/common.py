@@ -275,6 +275,16 @@ def print_json(report: dict) -> None:
     print(json.dumps(report))
 
 
+def preload_plotting() -> None:
+    """Import matplotlib (~0.4 s) in a background thread while JAX compiles and trains: XLA
+    releases the interpreter as it runs, so the figure's import costs no wall time."""
+    import threading
+
+    from jaxreg import plotting
+
+    threading.Thread(target=plotting.load, daemon=True).start()
+
+
 def is_main() -> bool:
     """True unless this is one of several processes and not the first (which alone prints and writes)."""
     hosts = sys.modules.get("jaxreg.hosts")

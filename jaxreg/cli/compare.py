@@ -33,6 +33,8 @@ def run(args) -> int:
             args, n_x, keep_prob=args.keep_prob),
     }
     clock = common.start_jax(args)
+    if n_x == 2:
+        common.preload_plotting()
     runs, timing = {}, {}
     for name, config in configs.items():
         with common.Timed(clock) as timing[name]:
@@ -50,12 +52,12 @@ def run(args) -> int:
     print(f"{dataset.name}: {dataset.X.shape[1]} training examples"
           + (f", {dataset.X_test.shape[1]} test examples" if dataset.X_test is not None else "")
           + f"; layers {layer_dims}, lr {args.learning_rate}, {args.iterations} iterations, {args.precision}")
-    print(f"\n{'run':<28} {'train acc':>9} {'test acc':>9} {'final cost':>11} {'compile s':>9} {'run s':>6}")
+    print(f"\n{'run':<28} {'train acc':>9} {'test acc':>9} {'final cost':>11}  {'compile s':>9} {'run s':>6}")
     for name, r in runs.items():
         test = "n/a" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"
         t = timing[name]
         print(f"{name:<28} {r.train_accuracy:>9.4f} {test:>9} {r.final_cost:>11.6f} "
-              f"{t.compile_seconds:>9.2f} {t.run_seconds:>6.2f}")
+              f" {t.compile_seconds:>9.2f} {t.run_seconds:>6.2f}")
     print("final cost: the full network's (L2 term included, no dropout) at the final parameters;\n"
           "compile s: tracing and compiling (or loading from the cache), run s: the rest")
     if figure:

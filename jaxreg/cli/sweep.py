@@ -137,6 +137,7 @@ def run(args) -> int:
     base = common.config(args, dataset.X.shape[0])
     validation = common.validation_options(args)
     clock = common.start_jax(args, device_per_core=True)
+    common.preload_plotting()
     with common.Timed(clock) as timed:
         result = _train(args, dataset, base, seeds, validation)
     if not common.is_main():

@@ -34,6 +34,8 @@ def run(args) -> int:
     config = common.config(args, dataset.X.shape[0], lambd=args.lambd, keep_prob=args.keep_prob)
     validation = common.validation_options(args)
     clock = common.start_jax(args)
+    if args.plot:
+        common.preload_plotting()
     from jaxreg.checkpoint import save_params
     from jaxreg.training import TrainingDiverged
 
