@@ -33,23 +33,20 @@ def relu(z):
 
 
 def forward_propagation(X, p, keep_prob=1.0):
+    """The course's forward pass; with dropout, masks drawn after reseeding (its code does)."""
     if keep_prob < 1:
-        np.random.seed(1)  # noqa: NPY002
-    Z1 = p["W1"] @ X + p["b1"]
-    A1 = relu(Z1)
-    D1 = None
-    if keep_prob < 1:
-        D1 = (np.random.rand(A1.shape[0], A1.shape[1]) < keep_prob).astype(int)  # noqa: NPY002
-        A1 = A1 * D1 / keep_prob
-    Z2 = p["W2"] @ A1 + p["b2"]
-    A2 = relu(Z2)
-    D2 = None
-    if keep_prob < 1:
-        D2 = (np.random.rand(A2.shape[0], A2.shape[1]) < keep_prob).astype(int)  # noqa: NPY002
-        A2 = A2 * D2 / keep_prob
-    Z3 = p["W3"] @ A2 + p["b3"]
+        np.random.seed(1)  # noqa: NPY002 (the textbook's code, global state and all)
+    A, cache = X, []
+    for l in (1, 2):
+        Z = p[f"W{l}"] @ A + p[f"b{l}"]
+        A, D = relu(Z), None
+        if keep_prob < 1:
+            D = (np.random.rand(A.shape[0], A.shape[1]) < keep_prob).astype(int)  # noqa: NPY002
+            A = A * D / keep_prob
+        cache += [Z, D, A]
+    Z3 = p["W3"] @ A + p["b3"]
     A3 = sigmoid(Z3)
-    return A3, (Z1, D1, A1, Z2, D2, A2, Z3, A3)
+    return A3, (*cache, Z3, A3)
 
 
 def compute_cost(A3, Y, p, lambd):
@@ -62,24 +59,20 @@ def compute_cost(A3, Y, p, lambd):
 
 
 def backward_propagation(X, Y, p, cache, lambd, keep_prob):
+    """The course's backward pass, layer 3 down to 1 (its L2 and dropout terms where on)."""
     m = X.shape[1]
-    Z1, D1, A1, Z2, D2, A2, Z3, A3 = cache
-    dZ3 = A3 - Y
-    dW3 = 1.0 / m * dZ3 @ A2.T + lambd / m * p["W3"]
-    db3 = 1.0 / m * np.sum(dZ3, axis=1, keepdims=True)
-    dA2 = p["W3"].T @ dZ3
-    if keep_prob < 1:
-        dA2 = dA2 * D2 / keep_prob
-    dZ2 = np.multiply(dA2, np.int64(A2 > 0))
-    dW2 = 1.0 / m * dZ2 @ A1.T + lambd / m * p["W2"]
-    db2 = 1.0 / m * np.sum(dZ2, axis=1, keepdims=True)
-    dA1 = p["W2"].T @ dZ2
-    if keep_prob < 1:
-        dA1 = dA1 * D1 / keep_prob
-    dZ1 = np.multiply(dA1, np.int64(A1 > 0))
-    dW1 = 1.0 / m * dZ1 @ X.T + lambd / m * p["W1"]
-    db1 = 1.0 / m * np.sum(dZ1, axis=1, keepdims=True)
-    return {"dW1": dW1, "db1": db1, "dW2": dW2, "db2": db2, "dW3": dW3, "db3": db3}
+    _, D1, A1, _, D2, A2, _, A3 = cache
+    inputs, masks = (X, A1, A2), (None, D1, D2)  # A_{l-1} and D_{l-1} of layer l
+    grads, dZ = {}, A3 - Y
+    for l in (3, 2, 1):
+        grads[f"dW{l}"] = 1.0 / m * dZ @ inputs[l - 1].T + lambd / m * p[f"W{l}"]
+        grads[f"db{l}"] = 1.0 / m * np.sum(dZ, axis=1, keepdims=True)
+        if l > 1:
+            dA = p[f"W{l}"].T @ dZ
+            if keep_prob < 1:
+                dA = dA * masks[l - 1] / keep_prob
+            dZ = np.multiply(dA, np.int64(inputs[l - 1] > 0))
+    return grads
 
 
 def model(X, Y, learning_rate=0.3, iterations=30000, lambd=0.0, keep_prob=1.0):
