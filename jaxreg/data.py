@@ -242,9 +242,8 @@ def _mat_array(value, key: str, path: Path) -> np.ndarray:
     if hasattr(value, "toarray"):  # scipy.sparse
         return np.asarray(value.toarray())
     a = np.asarray(value)
-    if a.dtype.hasobject or a.dtype.names:
-        if key in (*_KEYS, *_TEST_KEYS):
-            raise ValueError(f"{path}: {key}: a MATLAB cell array, struct or object, expected a numeric matrix")
+    if (a.dtype.hasobject or a.dtype.names) and key in (*_KEYS, *_TEST_KEYS):
+        raise ValueError(f"{path}: {key}: a MATLAB cell array, struct or object, expected a numeric matrix")
     return a
 
 

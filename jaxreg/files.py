@@ -352,10 +352,14 @@ def load_npz(path, error: type[UnreadableFile] = UnreadableFile) -> dict[str, np
     """All arrays of the ``.npz`` file ``path``, by name, read with ``allow_pickle=False``.
 
     Raises ``FileNotFoundError`` for a missing file and ``error`` (an :class:`UnreadableFile`) for a
-    file that is not an ``.npz`` archive, is truncated or damaged, or holds pickled objects.
+    path that is not a regular file, a file that is not an ``.npz`` archive, is truncated or
+    damaged, or holds pickled objects.
     """
     path = os.fspath(path)
-    check_input(path, "an .npz archive")
+    try:
+        check_input(path, "an .npz archive")
+    except RefusedPath as err:  # a fifo or device: never opened (reading it would block, or never end)
+        raise error(str(err)) from None
     with open(path, "rb") as f:
         head = f.read(len(_NPY_MAGIC))
     if len(head) < len(_ZIP_MAGIC[0]) and _ZIP_MAGIC[0].startswith(head):

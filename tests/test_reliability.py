@@ -380,6 +380,21 @@ def test_huge_sweeps_are_refused_at_once(tmp_path):
         sweep(X, Y, [2, 3, 1], seeds=10**12, iterations=10)
 
 
+def test_a_sweep_writes_all_its_files_or_none(tmp_path, monkeypatch, capsys):
+    from jaxreg import plotting
+
+    def broken(*args, **kwargs):
+        raise ValueError("the uncertainty figure failed")
+
+    monkeypatch.setattr(plotting, "uncertainty_figure", broken)
+    out = tmp_path / "out"
+    argv = ["sweep", "--data", str(write_data(tmp_path)), *QUICK, "--keep-prob", "0.8", "--mc-samples", "2",
+            "--out", str(out)]
+    assert main(argv) == 2
+    assert "the uncertainty figure failed" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+
+
 # ----------------------------------------------------------------------------- 7: no traceback
 
 
@@ -577,7 +592,7 @@ def test_data_that_is_not_a_regular_file_is_named_without_hanging(tmp_path):
     os.mkfifo(fifo)
     refused("train", "--data", fifo, message=f"{fifo}: is a fifo (named pipe), expected a data file")
     refused("train", "--data", "/dev/zero", message="/dev/zero: is a character device, expected a data file")
-    with pytest.raises(files.RefusedPath, match="is a fifo"):
+    with pytest.raises(checkpoint.CheckpointError, match="is a fifo"):
         checkpoint.load(fifo)
 
 
