@@ -41,6 +41,8 @@ __all__ = [
 FORMAT = "jaxreg-checkpoint"
 VERSION = 1
 _META = "jaxreg_meta"
+MAX_DEPTH = 32  # how deeply a checkpoint's metadata may nest (jaxreg's own nests 5 deep)
+_STORAGES = ("array", "raw_bytes", "key_data")
 
 class CheckpointError(UnreadableFile):
     """A file refused on loading: not readable, damaged, unsafe or incompatible."""
@@ -83,7 +85,10 @@ def _config(config) -> dict:
         return {}
     if not isinstance(config, Mapping):
         raise TypeError(f"config: got {type(config).__name__}, expected a dict")
-    return json_data(config, "config")
+    config = json_data(config, "config")
+    if _depth(config) >= MAX_DEPTH:
+        raise ValueError(f"config: nested {_depth(config)} levels deep, expected at most {MAX_DEPTH - 1}")
+    return config
 
 
 def _canonical(obj) -> bytes:
@@ -216,6 +221,8 @@ def _read_checkpoint(path) -> tuple[dict, list]:
         meta = json.loads(raw.tobytes().decode("utf-8"))
         if not isinstance(meta, dict):
             raise ValueError("metadata is not a JSON object")
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupted checkpoint: metadata nested too deeply to read") from None
     except ValueError as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CheckpointError(f"{path}: corrupted checkpoint: unreadable metadata ({err})") from None
     if meta.get("format") != FORMAT:
@@ -227,12 +234,9 @@ def _read_checkpoint(path) -> tuple[dict, list]:
             f"{path}: unsupported checkpoint format version {meta.get('version')!r}, "
             f"this jaxreg reads version {VERSION}"
         )
-    try:
-        infos = list(meta["leaves"])
-        names = [f"leaf_{i}" for i in range(len(infos))]
-        stored_sha = meta["sha256"]
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: corrupted checkpoint: incomplete metadata ({err})") from None
+    _check_meta(path, meta)
+    infos, stored_sha = meta["leaves"], meta["sha256"]
+    names = [f"leaf_{i}" for i in range(len(infos))]
     missing = [n for n in names if n not in entries]
     if missing:
         raise CheckpointError(
@@ -247,9 +251,50 @@ def _read_checkpoint(path) -> tuple[dict, list]:
         raise CheckpointError(f"{path}: corrupted checkpoint: sha256 checksum mismatch")
     try:
         leaves = [_decode(info, a, path, info["path"]) for info, a in zip(infos, arrays, strict=True)]
-    except (KeyError, TypeError) as err:
+    except TypeError as err:  # a dtype NumPy does not know
         raise CheckpointError(f"{path}: corrupted checkpoint: malformed leaf metadata ({err})") from None
     return meta, leaves
+
+
+def _depth(value) -> int:
+    """How deeply JSON data nests (without recursion: a forged file may nest thousands deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _check_meta(path: str, meta: dict) -> None:
+    """The metadata's schema, checked before any of it is used: a file with a valid checksum may
+    still be forged, and must be refused in words (not KeyError, TypeError or RecursionError)."""
+    def malformed(where, got, expected):
+        return CheckpointError(f"{path}: corrupted checkpoint: metadata {where}: got {got!r:.80}, expected {expected}")
+
+    if _depth(meta) > MAX_DEPTH:
+        raise CheckpointError(f"{path}: corrupted checkpoint: metadata nested more than {MAX_DEPTH} levels deep")
+    for key, kind, expected in (("leaves", list, "a list"), ("sha256", str, "a string"),
+                                ("treedef", str, "a string"), ("config", dict, "a JSON object")):
+        if key not in meta and key != "config":
+            raise CheckpointError(f"{path}: corrupted checkpoint: incomplete metadata (no {key!r})")
+        if key in meta and not isinstance(meta[key], kind):
+            raise malformed(repr(key), meta[key], expected)
+    for i, info in enumerate(meta["leaves"]):
+        where = f"leaves[{i}]"
+        if not isinstance(info, dict):
+            raise malformed(where, info, "a JSON object")
+        for key in ("path", "dtype", "storage") + (("key_impl",) if info.get("storage") == "key_data" else ()):
+            if not isinstance(info.get(key), str):
+                raise malformed(f"{where}[{key!r}]", info.get(key), "a string")
+        if info["storage"] not in _STORAGES:
+            raise malformed(f"{where}['storage']", info["storage"], f"one of {', '.join(_STORAGES)}")
+        shape = info.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise malformed(f"{where}['shape']", shape, "a list of integers >= 0")
 
 
 def _check_config(path: str, stored: dict, config, ignore: Iterable[str]) -> None:
@@ -363,6 +408,4 @@ def load_params(path) -> dict[str, np.ndarray]:
     for k, a in arrays.items():
         if a.dtype.kind != "f":
             raise CheckpointError(f"{path}: params[{k!r}]: got dtype {a.dtype}, expected a floating dtype")
-        if not np.all(np.isfinite(a)):
-            raise CheckpointError(f"{path}: params[{k!r}]: got NaN or infinite values, expected finite ones")
     return {f"{c}{l}": arrays[f"{c}{l}"] for l in range(1, len(dims)) for c in "Wb"}

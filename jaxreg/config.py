@@ -26,6 +26,7 @@ INITS = ("he", "lecun", "zeros", "course")
 DTYPES = ("float32", "float64")
 MAX_ITERATIONS = 2**31 - 1  # the step counter is an int32
 MAX_LOGGED = 10**6  # logged iterations (iterations / log_every) a run may record
+MIN_KEEP_PROB = 2.0**-16  # masks compare 16 random bits per unit with keep_prob: below this no unit is kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +66,30 @@ class TrainConfig:
                 raise ValueError(f"{name}: got {value!r}, expected one of {', '.join(allowed)}")
         if self.early_stopping is not None:
             set_field("early_stopping", _integer("early_stopping", self.early_stopping, 1, MAX_LOGGED))
+        self._check_representable()
         if self.iterations // self.log_every > MAX_LOGGED:
             raise ValueError(
                 f"log_every: got {self.log_every} for {self.iterations} iterations, expected at most "
                 f"{MAX_LOGGED} logged iterations (log_every >= {-(-self.iterations // MAX_LOGGED)})"
             )
+
+    def _check_representable(self) -> None:
+        """Values the run's dtype turns into infinity or 0 (``lambd 1e308`` in float32) are refused
+        here, rather than found as a cost that is NaN from iteration 0."""
+        info = np.finfo(self.dtype)
+        largest, tiny = float(info.max), float(info.tiny)
+        for name in ("lambd", "learning_rate", "weight_decay"):
+            v = getattr(self, name)
+            if v > largest:
+                raise ValueError(f"{name}: got {v!r}, expected at most {largest:.3g} ({self.dtype} overflows above)")
+            if 0 < v < tiny:
+                zero = "" if name == "learning_rate" else "0 or "
+                raise ValueError(f"{name}: got {v!r}, expected {zero}at least {tiny:.3g} (the smallest normal "
+                                 f"{self.dtype})")
+        small = [kp for kp in self.keep_prob if kp < MIN_KEEP_PROB]
+        if small:
+            raise ValueError(f"keep_prob: got {small[0]!r}, expected at least 2**-16 = {MIN_KEEP_PROB:.3g}: masks "
+                             "draw 16 random bits per unit, so a smaller keep_prob would keep no unit")
 
     @property
     def dropout(self) -> bool:
@@ -84,10 +104,20 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def scalar(value):
+    """A 0-d array (NumPy's, JAX's: anything with ``__array__`` and shape ``()``) as its NumPy
+    scalar; anything else as it is."""
+    if not isinstance(value, numbers.Number) and getattr(value, "shape", None) == () and hasattr(value, "__array__"):
+        try:
+            return np.asarray(value)[()]
+        except Exception:  # e.g. a JAX tracer: not a concrete number, refused by the caller
+            return value
+    return value
+
+
 def _real(name: str, value, expected: str, ok) -> float:
-    """A Python float from a real number (Python, NumPy or 0-d array; not bool) that is finite and ok."""
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
+    """A Python float from a real number (Python, NumPy or JAX scalar, 0-d array; not bool) that is finite and ok."""
+    value = scalar(value)
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: got {value!r}, expected {expected}")
     v = float(value)
@@ -97,7 +127,8 @@ def _real(name: str, value, expected: str, ok) -> float:
 
 
 def _integer(name: str, value, low: int, high: int) -> int:
-    """A Python int from an integer (Python or NumPy; not bool) in [low, high]."""
+    """A Python int from an integer (Python, NumPy or JAX scalar; not bool) in [low, high]."""
+    value = scalar(value)
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or not low <= value <= high:
         raise ValueError(f"{name}: got {value!r}, expected an integer >= {low} and <= {high}")
     return int(value)
@@ -105,6 +136,7 @@ def _integer(name: str, value, low: int, high: int) -> int:
 
 def check_seed(seed, name: str = "seed") -> int:
     """A seed: an integer with ``0 <= seed < 2**64`` (``jax.random.key(seed)``'s two words)."""
+    seed = scalar(seed)
     if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
         raise ValueError(f"{name}: got {seed!r}, expected an integer >= 0 and < 2**64")
     return int(seed)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxreg import validate
-from jaxreg.files import load_npz
+from jaxreg.files import check_input, load_npz
 
 __all__ = [
     "DATASETS",
@@ -163,9 +163,7 @@ def load(path, test_path=None) -> Dataset:
 
 def _read(path: Path):
     """``(X, Y, X_test, Y_test, names)`` from one file, transposed to ``(n_x, m)``, unchecked."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "no such file"
-        raise FileNotFoundError(f"{path}: {what}, expected a data file ({', '.join(EXTENSIONS)})")
+    check_input(path, f"a data file ({', '.join(EXTENSIONS)})")
     ext = path.suffix.lower()
     if ext == ".csv":
         X, Y = _read_csv(path)
@@ -234,9 +232,19 @@ def _read_mat(path: Path) -> dict:
         ) from None
     except Exception as err:  # scipy raises a variety of errors on files that are not MATLAB files
         raise ValueError(f"{path}: not a readable .mat file ({type(err).__name__}: {err})") from None
-    arrays = {k: np.asarray(v) for k, v in contents.items() if not k.startswith("__")}
+    arrays = {k: _mat_array(v, k, path) for k, v in contents.items() if not k.startswith("__")}
     _require_keys(arrays, path)
     return arrays
+
+
+def _mat_array(value, key: str, path: Path) -> np.ndarray:
+    """A MATLAB variable as an array: sparse matrices made dense; cell arrays and structs refused."""
+    if hasattr(value, "toarray"):  # scipy.sparse
+        return np.asarray(value.toarray())
+    a = np.asarray(value)
+    if (a.dtype.hasobject or a.dtype.names) and key in (*_KEYS, *_TEST_KEYS):
+        raise ValueError(f"{path}: {key}: a MATLAB cell array, struct or object, expected a numeric matrix")
+    return a
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Splits", "stratified_folds", "holdout", "appended", "check_folds", "check_fraction"]
+__all__ = ["DEFAULT_FOLDS", "Splits", "stratified_folds", "holdout", "appended", "check_folds", "check_fraction"]
+
+
+DEFAULT_FOLDS = 5  # cross-validation folds where no other validation is given, as scikit-learn's GridSearchCV
 
 
 class Splits(NamedTuple):

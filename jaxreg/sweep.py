@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxreg import splits, validate
-from jaxreg.config import TrainConfig, check_seed
+from jaxreg.config import TrainConfig, check_seed, scalar
 from jaxreg.driver import History, Outcome, drive
 from jaxreg.hosts import agreed_min, global_array, to_host
 from jaxreg.masks import mask_bits_bytes
@@ -51,7 +51,9 @@ from jaxreg.programs import (
     run_chunk,
     run_members,
 )
+from jaxreg.resources import MEMBER_HOST_BYTES, host_memory
 from jaxreg.selection import NoChoice, SweepResult
+from jaxreg.splits import DEFAULT_FOLDS
 from jaxreg.training import TrainResult, course_masks, make_config, train, validation_splits
 
 __all__ = [
@@ -66,14 +68,17 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes per device where the device does not report its memory
-DEFAULT_FOLDS = 5  # as scikit-learn's GridSearchCV
 
 
 # ----------------------------------------------------------------------------- grid checks
 
 
 def _grid_values(name: str, values) -> list:
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
+    """A grid axis as a list: a sequence, an array (NumPy's or JAX's: its rows) or one value."""
+    if hasattr(values, "__array__") and not isinstance(values, Sequence):
+        values = np.asarray(values)  # NumPy's or JAX's: concrete values
+        values = [values[()]] if values.ndim == 0 else list(values)
+    elif isinstance(values, str | bytes) or not isinstance(values, Sequence):
         values = [values]
     values = list(values)
     if not values:
@@ -82,14 +87,19 @@ def _grid_values(name: str, values) -> list:
 
 
 def _seeds(seeds) -> list[int]:
-    """``seeds``: an int ``N`` (seeds 0..N-1) or a sequence of distinct ints >= 0."""
-    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ValueError(f"seeds: got {seeds}, expected a count >= 1 or a list of seeds")
+    """``seeds``: a count ``N`` (seeds 0..N-1) or a sequence of distinct seeds, each as
+    :func:`jaxreg.config.check_seed` takes them. A count is bounded by the host's memory: each
+    member costs at least ``MEMBER_HOST_BYTES``."""
+    seeds = scalar(seeds)
+    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool | np.bool_):
+        most = (host_memory() or 2**63) // MEMBER_HOST_BYTES
+        if not 1 <= seeds <= most:
+            raise ValueError(f"seeds: got {seeds}, expected a count >= 1 and <= {most} (each member of a sweep "
+                             f"takes at least {MEMBER_HOST_BYTES} bytes of host memory), or a list of seeds")
         return list(range(int(seeds)))
     values = _grid_values("seeds", seeds)
-    if not all(isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0 for s in values):
-        raise ValueError(f"seeds: got {values}, expected integers >= 0")
+    for s in values:
+        check_seed(s, "seeds")
     if len(set(values)) != len(values):
         raise ValueError(f"seeds: got {values}, expected distinct seeds")
     return [int(s) for s in values]

@@ -18,6 +18,7 @@ Dropout mask schedules:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -300,24 +301,54 @@ def _result(state: TrainState, history: History, config, X, Y, X_test, Y_test, s
 
 
 def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[TrainState, History]:
-    """Load a checkpoint written by :func:`train` and check it belongs to this run."""
+    """Load a checkpoint written by :func:`train` and check it belongs to this run: the same
+    configuration (but ``iterations``, and ``learning_rate``, which may change with a warning: what
+    a diverged run needs), the same data and the same key (seed)."""
     state, stored = ckpt.load(path, like=template)
-    mine, theirs = dict(meta["config"]), dict(stored.get("config", {}))
-    mine.pop("iterations"), theirs.pop("iterations", None)
+    if not isinstance(stored.get("config"), dict) or not isinstance(stored.get("data"), str):
+        raise ckpt.CheckpointError(f"{path}: not a checkpoint of jaxreg.train (no run configuration and data)")
+    mine, theirs = dict(meta["config"]), dict(stored["config"])
+    for d in (mine, theirs):
+        d.pop("iterations", None)
+    new_rate, old_rate = mine.pop("learning_rate", None), theirs.pop("learning_rate", None)
     differing = sorted(k for k in set(mine) | set(theirs) if ckpt.json_data(mine.get(k), k) != theirs.get(k))
     if differing:
         detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, run {mine.get(k)!r}" for k in differing)
         raise ValueError(f"checkpoint {path}: incompatible configuration ({detail})")
-    if stored.get("data") != meta["data"]:
+    if stored["data"] != meta["data"]:
         raise ValueError(f"checkpoint {path}: it was written for other training data")
-    if int(state.step) > iterations:
+    keys = [np.asarray(key_data(k)[0]) for k in (state.key, template.key)]
+    if not np.array_equal(*keys):
+        started, run = (int(k[0]) << 32 | int(k[1]) if k.shape == (2,) else k.tolist() for k in keys)
+        raise ValueError(f"checkpoint {path}: its run started from seed {started}, this run's from seed {run}: "
+                         "expected the same seed (or key)")
+    step = int(state.step)
+    if step > iterations:
         raise ValueError(
-            f"checkpoint {path}: it is at step {int(state.step)}, past iterations = {iterations}; "
+            f"checkpoint {path}: it is at step {step}, past iterations = {iterations}; "
             "expected iterations >= the checkpoint's step (iterations is the run's total length)"
         )
-    logged = stored["history"]
-    history = History(np.asarray(logged["iterations"], np.int64), np.asarray([logged["costs"]], np.float64),
-                      np.asarray([logged["clean_costs"]], np.float64),
-                      np.asarray(logged.get("valid_iterations", []), np.int64),
-                      np.asarray([logged.get("valid_costs", [])], np.float64))
-    return state, history
+    if new_rate != old_rate:
+        warnings.warn(f"checkpoint {path}: resumed at iteration {step} with learning_rate {new_rate} "
+                      f"(its run used {old_rate} before)", stacklevel=3)
+    return state, _stored_history(path, stored.get("history"), step)
+
+
+def _stored_history(path, logged, step: int) -> History:
+    """A checkpoint's cost history, refused in words where it is not the lists :func:`train` saves."""
+    names = ("iterations", "costs", "clean_costs", "valid_iterations", "valid_costs")
+    lists = [logged.get(k, [] if k.startswith("valid") else None) if isinstance(logged, dict) else None
+             for k in names]
+    kinds = (int, int | float, int | float, int, int | float)
+    well_formed = all(isinstance(v, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)
+                      for v, kind in zip(lists, kinds, strict=True))
+    if not (well_formed and len({len(v) for v in lists[:3]}) == 1 and len({len(v) for v in lists[3:]}) == 1
+            and all(its == sorted(set(its)) and all(0 <= i <= step for i in its) for its in lists[::3])):
+        raise ckpt.CheckpointError(
+            f"{path}: corrupted checkpoint: malformed history (got {str(logged)!r:.80}, expected iterations in "
+            f"[0, {step}] ascending, costs and clean_costs: lists of numbers of the same length, and the "
+            "validation checks likewise)")
+    iterations, costs, clean_costs, valid_iterations, valid_costs = lists
+    return History(np.asarray(iterations, np.int64), np.asarray([costs], np.float64),
+                   np.asarray([clean_costs], np.float64), np.asarray(valid_iterations, np.int64),
+                   np.asarray([valid_costs], np.float64))

@@ -110,18 +110,40 @@ def _shape(x, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _real_dtype(a, name: str) -> None:
+    """Real numbers only: complex values would lose their imaginary part without a word."""
+    dtype = np.dtype(getattr(a, "dtype", np.float64))
+    if dtype.kind in "cOSU":
+        raise TypeError(f"{name}: got dtype {dtype}, expected real numbers (bool, integer or floating)")
+
+
+def _computed(a) -> np.ndarray:
+    """The host values of ``a`` as JAX will compute with them: float64 NumPy input becomes float32
+    when jax_enable_x64 is off, and values beyond float32's range become infinite."""
+    a = np.asarray(a)
+    jax = sys.modules.get("jax")
+    if jax is not None and a.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            a = a.astype(jax.dtypes.canonicalize_dtype(a.dtype))
+    return a
+
+
 def features(X, name: str = "X"):
-    """``X`` of shape ``(n_x, m)``, finite."""
+    """``X`` of shape ``(n_x, m)``, real, finite in the precision JAX computes it in."""
     shape = _shape(X, name)
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"{name}: got shape {shape}, expected (n_x, m) with n_x, m >= 1")
+    _real_dtype(X, name)
     if is_concrete(X):
-        bad = ~np.isfinite(np.asarray(X))
+        values = _computed(X)
+        bad = ~np.isfinite(values)
         if bad.any():
             i, j = np.argwhere(bad)[0]
+            given = np.asarray(X)[i, j]
+            why = f": {given:.3g} overflows {values.dtype}, scale the features" if np.isfinite(given) else ""
             raise ValueError(
                 f"{name}: got {int(bad.sum())} NaN or infinite values (first at feature {i}, "
-                f"example {j}), expected finite numbers"
+                f"example {j}{why}), expected finite numbers"
             )
     return X
 
@@ -131,6 +153,7 @@ def labels(Y, name: str = "Y"):
     shape = _shape(Y, name)
     if len(shape) != 2 or shape[0] != 1:
         raise ValueError(f"{name}: got shape {shape}, expected (1, m)")
+    _real_dtype(Y, name)
     if is_concrete(Y):
         values = np.asarray(Y)
         bad = (values != 0) & (values != 1)
@@ -195,6 +218,14 @@ def params(p, n_x: int | None = None) -> tuple[int, ...]:
             f"params['W1']: got shape {_shape(p['W1'], 'W1')}, expected ({dims[1]}, {n_x}) "
             f"to match X with n_x = {n_x} features"
         )
+    for k in expected:
+        _real_dtype(p[k], f"params[{k!r}]")
+        if is_concrete(p[k]) and hasattr(p[k], "__array__"):
+            values = np.asarray(p[k])
+            bad = int(np.sum(~np.isfinite(values)))
+            if bad:
+                raise ValueError(f"params[{k!r}]: got NaN or infinite values ({bad} of {values.size}), expected "
+                                 "finite numbers")
     return tuple(dims)
 
 

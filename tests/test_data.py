@@ -118,7 +118,7 @@ def _raises(exc, path, *fragments, **kwargs):
 def test_missing_file(tmp_path):
     _raises(FileNotFoundError, tmp_path / "absent.npz", "no such file")
     (tmp_path / "folder.csv").mkdir()
-    _raises(FileNotFoundError, tmp_path / "folder.csv", "is a directory")
+    _raises(ValueError, tmp_path / "folder.csv", "is a directory")
 
 
 def test_unknown_extension(tmp_path):

@@ -1,15 +1,17 @@
 """The ``jaxreg`` command line: ``train``, ``compare``, ``sweep``, ``gradcheck``.
 
 Nothing imports this package. Bad input ends with one line on stderr and exit
-status 2, never a traceback; results go to stdout. One module per command.
+status 2, never a traceback; results go to stdout. One module per command, imported
+by :func:`main` once its signal handlers are in place (:mod:`jaxreg.cli.interrupt`).
 """
 
 from __future__ import annotations
 
-import signal
+import contextlib
+import os
 import sys
 
-from jaxreg.cli import common, compare, gradcheck, sweep, train
+from jaxreg.cli import common, interrupt
 from jaxreg.cli.common import UsageError
 
 __all__ = ["build_parser", "main"]
@@ -17,6 +19,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> common.Parser:
     from jaxreg import __version__
+    from jaxreg.cli import compare, gradcheck, sweep, train
 
     parser = common.Parser(prog="jaxreg", description="L2 and inverted dropout for small deep networks, "
                            "in pure JAX, checked against the textbook's NumPy backprop.")
@@ -27,31 +30,53 @@ def build_parser() -> common.Parser:
     return parser
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)  # ends like Ctrl-C: exit 130, one line
+    """Run ``jaxreg ARGV``; returns the exit status: 0 done, 1 training diverged, 2 bad input, 130
+    interrupted (SIGINT or SIGTERM at any moment: one line, see :mod:`jaxreg.cli.interrupt`).
+
+    Without ``argv`` (the command itself, ``sys.argv[1:]``) the output is flushed while signals are
+    still handled, and the process ends here with that status (``os._exit``): the interpreter's
+    finalization would bring the default handlers back (a signal then kills it silently, or prints
+    a traceback) and wait for JAX's teardown."""
+    with interrupt.handled():
+        status = _run(argv)
+        if argv is None:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+                    stream.flush()
+            if interrupt.received():
+                status = interrupt.report()
+    if argv is None:
+        os._exit(status)
+    return status
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         status = args.func(args)
         hosts = sys.modules.get("jaxreg.hosts")
         if hosts is not None:
             hosts.sync("jaxreg: done")  # the other processes wait for the first's output
+        interrupt.check()
         return status
-    except UsageError as err:
-        print(err, file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, OSError, ImportError) as err:
-        print(f"jaxreg: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("jaxreg: interrupted", file=sys.stderr)
-        return 130
+        return interrupt.report()
+    except UsageError as err:
+        return interrupt.end(str(err), 2)
+    except (ValueError, TypeError, OSError, ImportError, MemoryError) as err:
+        return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
     except RuntimeError as err:
         training = sys.modules.get("jaxreg.training")  # not imported: nothing trained, nothing diverged
-        if training is None or not isinstance(err, training.TrainingDiverged):
+        if training is not None and isinstance(err, training.TrainingDiverged):
+            return interrupt.end(f"jaxreg: error: {err}", 1)
+        if "RESOURCE_EXHAUSTED" not in str(err):
             raise
-        print(f"jaxreg: error: {err}", file=sys.stderr)
-        return 1
+        return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
+
+
+def _message(err: BaseException) -> str:
+    """One line: the first line of the error's message (its type where it has none)."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return f"out of memory: {first}" if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in text else first

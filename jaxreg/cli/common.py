@@ -11,9 +11,11 @@ import json
 import sys
 import time
 
+from jaxreg.cli import interrupt
 from jaxreg.config import check_seed
 
 DEFAULT_HIDDEN = (20, 3)  # the reference network [n_x, 20, 3, 1]
+FIGURE_POINTS = 300**2  # the grid a decision-boundary figure evaluates the network on (boundary())
 
 
 class UsageError(Exception):
@@ -137,9 +139,76 @@ def dataset(args):
 
     if args.test_data and not args.data:
         raise UsageError("jaxreg: --test-data goes with --data")
-    if args.data:
-        return data.load(args.data, test_path=args.test_data)
-    return data.make_dataset(args.dataset)
+    dataset = data.load(args.data, test_path=args.test_data) if args.data else data.make_dataset(args.dataset)
+    _check_range(dataset, args, getattr(args, "precision", "float64"))
+    interrupt.check()
+    return dataset
+
+
+def _check_range(dataset, args, dtype: str) -> None:
+    """Features the run's dtype cannot hold (float32 overflows above 3.4e38) are bad input."""
+    import numpy as np
+
+    test = ("--test-data", args.test_data) if args.test_data else ("--data", args.data)
+    for (flag, path), a in ((("--data", args.data), dataset.X), (test, dataset.X_test)):
+        if a is not None and np.abs(a).max() > np.finfo(dtype).max:
+            raise ValueError(f"{flag} {path}: got features up to {np.abs(a).max():.3g}, expected at most "
+                             f"{np.finfo(dtype).max:.3g} ({dtype} overflows above): scale the features or use "
+                             "--precision float64")
+
+
+def check_paths(args, outputs: dict) -> None:
+    """Every output path (``{flag: path}``) checked before anything runs: writable, a regular file
+    or new, and not the same file as an input (--data, --test-data) or another output."""
+    from jaxreg import files
+
+    files.check_outputs(outputs, {"--data": args.data, "--test-data": args.test_data})
+
+
+def check_figure(dataset, flag: str = "--plot") -> None:
+    if dataset.X.shape[0] != 2:
+        raise ValueError(f"{flag}: the data has {dataset.X.shape[0]} features, expected 2 to draw boundaries")
+
+
+def check_memory(config, dataset, figure: bool = False) -> None:
+    """Refuse a run whose network does not fit in the device's memory, before anything is compiled
+    (a failed allocation can hang in XLA): one run of ``config`` on the dataset (and a figure's grid)."""
+    import jax
+    import numpy as np
+
+    from jaxreg import resources
+    from jaxreg.sweep import member_bytes
+
+    sets = [a for a in (dataset.X, dataset.X_test) if a is not None]
+    m = max([a.shape[1] for a in sets] + [FIGURE_POINTS if figure else 0])
+    need = member_bytes(config.layer_dims, m, dtype=config.dtype, optimizer=config.optimizer,
+                        n_steps=min(config.log_every, max(config.iterations, 1)))
+    need += sum(a.size + a.shape[1] for a in sets) * np.dtype(config.dtype).itemsize
+    limit, where = resources.device_memory(jax.devices()[0])
+    resources.require(f"layers {list(config.layer_dims)} on {m} examples", need, limit, where,
+                      "expected a smaller network (--layers) or fewer examples")
+
+
+def check_sweep(args, config, dataset, members: int, mc_points: int) -> None:
+    """A sweep's memory, before anything is compiled: its results on the host (``members`` runs),
+    one member on the device, ``--memory-budget`` and the Monte Carlo figure (``mc_points``)."""
+    import jax
+    import numpy as np
+
+    from jaxreg import resources
+    from jaxreg.sweep import member_bytes
+
+    state = member_bytes(config.layer_dims, 0, dtype=config.dtype, optimizer=config.optimizer, n_steps=0)
+    logged = -(-config.iterations // config.log_every) + 1
+    resources.require(f"a sweep of {members} runs", resources.sweep_host_bytes(members, state, logged),
+                      resources.host_memory(), "the host's memory", "expected fewer seeds or grid values")
+    check_memory(config, dataset)
+    limit, where = resources.device_memory(jax.devices()[0])
+    if limit is not None and args.memory_budget is not None and args.memory_budget * 2**20 > limit:
+        raise ValueError(f"--memory-budget: got {args.memory_budget:g} MiB, expected at most {limit // 2**20} MiB "
+                         f"({where})")
+    resources.require(f"--mc-samples {args.mc_samples}", 2 * args.mc_samples * mc_points *
+                      np.dtype(config.dtype).itemsize, limit, where, "expected fewer samples")
 
 
 def config(args, n_x: int, **overrides):
@@ -180,6 +249,7 @@ def start_jax(args, *, device_per_core: bool = False):
             compilation.enable_cache()
         for w in caught:
             print(f"jaxreg: warning: {w.message}", file=sys.stderr)
+    interrupt.check()
     return compilation.CompileClock()
 
 
@@ -198,6 +268,7 @@ class Progress:
             self.bar = tqdm(total=total, desc=desc, unit="it", delay=1.0, file=sys.stderr, leave=False)
 
     def __call__(self, step: int, total: int) -> None:
+        interrupt.check()  # a safe point: after each compiled chunk
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
 
@@ -227,17 +298,33 @@ class Timed:
 
 
 def fit(dataset, config, seed, progress, data_parallel: bool = False, **options):
-    """:func:`jaxreg.train` on the dataset (``options``: its other keywords), closing the
-    progress bar however it ends; with ``data_parallel``, the examples split over every device."""
+    """:func:`jaxreg.train` on the dataset (``options``: its other keywords; with ``data_parallel``
+    the examples split over every device), closing the progress bar however it ends; its user
+    warnings (e.g. a learning rate changed on resuming) on stderr, one line each. A cost that is not
+    finite before any update is bad input: no learning rate could help."""
+    import warnings
+
     from jaxreg.sweep import train_data_parallel
-    from jaxreg.training import train
+    from jaxreg.training import TrainingDiverged, train
 
     try:
-        run = train_data_parallel if data_parallel else train
-        return run(dataset.X, dataset.Y, config, seed=seed, X_test=dataset.X_test, Y_test=dataset.Y_test,
-                   on_chunk=progress, **options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            run = train_data_parallel if data_parallel else train
+            return run(dataset.X, dataset.Y, config, seed=seed, X_test=dataset.X_test, Y_test=dataset.Y_test,
+                       on_chunk=progress, **options)
+    except TrainingDiverged as err:
+        if err.iteration != 0:
+            raise
+        raise ValueError(
+            f"the cost of the initial network is not finite (at iteration 0, before any update): the data or the "
+            f"regularization overflow {config.dtype}; expected values it represents (scale the features, use a "
+            "smaller --lambd or --precision float64)") from None
     finally:
         progress.close()
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                print(f"jaxreg: warning: {w.message}", file=sys.stderr)
 
 
 def run_name(config) -> str:
@@ -308,16 +395,15 @@ def boundary(result, dataset, resolution: int = 300) -> dict:
     return {"xx": xx, "yy": yy, "proba": proba}
 
 
-def write_figure(path, runs: dict, dataset) -> None:
+def figure(runs: dict, dataset) -> bytes:
+    """The PNG of decision boundaries and cost curves of ``runs`` (name -> TrainResult)."""
     from jaxreg import plotting
-    from jaxreg.files import atomic_write
 
-    if dataset.X.shape[0] != 2:
-        raise ValueError(f"--plot: the data has {dataset.X.shape[0]} features, expected 2 to draw boundaries")
+    check_figure(dataset)
     panels = [
         {"title": name, **boundary(result, dataset), "iterations": result.iterations,
          "costs": result.costs, "clean_costs": result.clean_costs,
          "train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
         for name, result in runs.items()
     ]
-    atomic_write(path, plotting.compare_figure(panels, dataset.X, dataset.Y, title=dataset.name))
+    return plotting.compare_figure(panels, dataset.X, dataset.Y, title=dataset.name)

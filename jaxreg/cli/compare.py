@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxreg.cli import common
+from jaxreg.cli import common, interrupt
 from jaxreg.config import check_seed
 
 COMPARE_OUT = "out/compare.png"
@@ -24,6 +24,7 @@ def add(sub) -> None:
 
 def run(args) -> int:
     check_seed(args.seed, "--seed")
+    common.check_paths(args, {"--plot": args.plot})
     dataset = common.dataset(args)
     n_x = dataset.X.shape[0]
     configs = {
@@ -32,16 +33,21 @@ def run(args) -> int:
         "dropout, keep_prob " + ",".join(f"{p:g}" for p in args.keep_prob): common.config(
             args, n_x, keep_prob=args.keep_prob),
     }
+    figure = args.plot if n_x == 2 else None
     clock = common.start_jax(args)
-    if n_x == 2:
+    common.check_memory(configs[next(reversed(configs))], dataset, figure=bool(figure))  # the dropout run
+    if figure:
         common.preload_plotting()
     runs, timing = {}, {}
     for name, config in configs.items():
         with common.Timed(clock) as timing[name]:
             runs[name] = common.fit(dataset, config, args.seed, common.Progress(args.iterations, args.json, name))
-    figure = args.plot if n_x == 2 else None
     if figure:
-        common.write_figure(figure, runs, dataset)
+        from jaxreg.files import atomic_write
+
+        png = common.figure(runs, dataset)
+        interrupt.check()
+        atomic_write(figure, png)
     if args.json:
         common.print_json({"data": dataset.name, "layer_dims": list(configs[next(iter(configs))].layer_dims),
                            "seed": args.seed, "figure": figure,

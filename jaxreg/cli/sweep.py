@@ -7,27 +7,29 @@ import sys
 from jaxreg.cli import common
 
 SWEEP_OUT = "out"
+MC_RESOLUTION = 150  # the uncertainty figure's grid is MC_RESOLUTION x MC_RESOLUTION points
 
 
-def _seed_list(values: list[str]) -> list[int]:
-    """``--seeds N`` (seeds 0..N-1), ``--seeds A:B`` (A..B-1) or ``--seeds S1 S2 ...`` (those)."""
+def _seed_list(values: list[str]) -> range | list[int]:
+    """``--seeds N`` (seeds 0..N-1), ``--seeds A:B`` (A..B-1) or ``--seeds S1 S2 ...`` (those);
+    the first two as a range, so that a count is checked before a list is made."""
     try:
         if len(values) == 1 and ":" in values[0]:
             start, stop = (int(v) for v in values[0].split(":"))
-            seeds = list(range(start, stop))
+            seeds = range(start, stop)
         elif len(values) == 1:
-            count = int(values[0])
-            if count < 1:
-                raise ValueError(f"--seeds: got {count}, expected a count >= 1, A:B or a list of seeds")
-            seeds = list(range(count))
+            seeds = range(int(values[0]))
+            if not seeds:
+                raise ValueError(f"--seeds: got {values[0]}, expected a count >= 1, A:B or a list of seeds")
         else:
             seeds = [int(v) for v in values]
     except ValueError as err:
         if str(err).startswith("--seeds"):
             raise
         raise ValueError(f"--seeds: got {' '.join(values)}, expected a count N, A:B or integers") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: got {' '.join(values)}, expected distinct seeds >= 0 (A:B with A < B)")
+    ends = [seeds[0], seeds[-1]] if isinstance(seeds, range) and seeds else seeds
+    if not seeds or min(ends) < 0 or max(ends) >= 2**64 or (isinstance(seeds, list) and len(set(seeds)) != len(seeds)):
+        raise ValueError(f"--seeds: got {' '.join(values)}, expected distinct seeds >= 0 and < 2**64 (A:B with A < B)")
     return seeds
 
 
@@ -116,7 +118,7 @@ def _uncertainty_figure(member, seed: int, dataset, samples: int) -> bytes:
     from jaxreg import plotting
     from jaxreg.uncertainty import predict_mc
 
-    grid = common.boundary(member, dataset, resolution=150)
+    grid = common.boundary(member, dataset, resolution=MC_RESOLUTION)
     points = np.stack([grid["xx"].ravel(), grid["yy"].ravel()])
     mean, std = predict_mc(member.params, points, jax.random.key(seed), member.config.keep_prob, samples=samples)
     shape = grid["xx"].shape
@@ -128,15 +130,28 @@ def _uncertainty_figure(member, seed: int, dataset, samples: int) -> bytes:
 
 
 def run(args) -> int:
+    import math
+    import os
+
     seeds = _seed_list(args.seeds)
-    if args.memory_budget is not None and not args.memory_budget > 0:
-        raise ValueError(f"--memory-budget: got {args.memory_budget}, expected a number of MiB > 0")
+    if args.memory_budget is not None and not 0 < args.memory_budget < math.inf:
+        raise ValueError(f"--memory-budget: got {args.memory_budget}, expected a finite number of MiB > 0")
     if args.mc_samples < 0:
         raise ValueError(f"--mc-samples: got {args.mc_samples}, expected an integer >= 0")
+    names = ["sweep.csv", "sweep.json", "sweep.png"] + (["sweep_uncertainty.png"] if args.mc_samples else [])
+    common.check_paths(args, [("--out", os.path.join(args.out, name)) for name in names])
     dataset = common.dataset(args)
     base = common.config(args, dataset.X.shape[0])
     validation = common.validation_options(args)
+    from jaxreg.splits import DEFAULT_FOLDS
+
     clock = common.start_jax(args, device_per_core=True)
+    n_seeds = len(seeds) if isinstance(seeds, list) else seeds.stop - seeds.start
+    folds = max(1, validation.get("folds", 1 if "validation" in validation or "validation_split" in validation
+                                   else DEFAULT_FOLDS))
+    common.check_sweep(args, base, dataset, len(args.lambd) * len(args.keep_prob) * n_seeds * folds,
+                       MC_RESOLUTION**2)
+    seeds = list(seeds)
     common.preload_plotting()
     with common.Timed(clock) as timed:
         result = _train(args, dataset, base, seeds, validation)
@@ -214,20 +229,23 @@ def _report(args, dataset, base, seeds, result, timed) -> dict:
 
 
 def _write(args, report: dict, result, dataset) -> None:
-    """sweep.csv, sweep.png (and the uncertainty figure), then sweep.json, each atomically."""
+    """sweep.csv, sweep.png (and the uncertainty figure) and sweep.json: all made first, then
+    written together (:func:`jaxreg.files.write_all`), so that a failure writes none of them."""
     import csv
+    import io
     import json
 
-    from jaxreg.files import atomic_open, atomic_write
+    from jaxreg.cli import interrupt
+    from jaxreg.files import write_all
 
     files = report["files"]
-    with atomic_open(files["csv"], "w", newline="") as f:
-        fields = ["lambd", "keep_prob", "seed", "fold", "train_accuracy", "valid_accuracy", "valid_cost",
-                  "test_accuracy", "final_cost", "best_iteration", "stopped_at", "diverged_at"]
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for record in report["results"]:
-            writer.writerow({**record, "keep_prob": ",".join(f"{p:g}" for p in record["keep_prob"])})
+    table = io.StringIO(newline="")
+    fields = ["lambd", "keep_prob", "seed", "fold", "train_accuracy", "valid_accuracy", "valid_cost",
+              "test_accuracy", "final_cost", "best_iteration", "stopped_at", "diverged_at"]
+    writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for record in report["results"]:
+        writer.writerow({**record, "keep_prob": ",".join(f"{p:g}" for p in record["keep_prob"])})
     keep_probs = [tuple(kp) for kp in report["keep_prob"]]
     seeds = report["seeds"]
     refit = report["refit"]
@@ -235,11 +253,12 @@ def _write(args, report: dict, result, dataset) -> None:
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
              + ("" if refit is None or refit["test_accuracy"] is None
                 else f"; best refit: test accuracy {refit['test_accuracy']:.4f}"))
-    atomic_write(files["png"], _sweep_figure(result, report["lambd"], keep_probs, title))
+    contents = {files["csv"]: table.getvalue(), files["png"]: _sweep_figure(result, report["lambd"], keep_probs, title)}
     if "uncertainty" in files:
-        atomic_write(files["uncertainty"], _uncertainty_figure(result.refit, refit["seed"], dataset, args.mc_samples))
-    with atomic_open(files["json"], "w") as f:
-        json.dump(report, f)
+        contents[files["uncertainty"]] = _uncertainty_figure(result.refit, refit["seed"], dataset, args.mc_samples)
+    contents[files["json"]] = json.dumps(report)
+    interrupt.check()
+    write_all(contents)
 
 
 def _print(args, report: dict, result, dataset, timed) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
+import os
 
-from jaxreg.cli import common
+from jaxreg.cli import common, interrupt
 from jaxreg.cli.common import UsageError
 from jaxreg.config import check_seed
 
@@ -23,41 +23,54 @@ def add(sub) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="iterations between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint up to --iterations")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the file at --checkpoint (by default an existing file is refused without --resume)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if (args.resume or args.checkpoint_every) and not args.checkpoint:
-        raise UsageError("jaxreg train: --resume and --checkpoint-every need --checkpoint PATH")
+    if (args.resume or args.checkpoint_every or args.overwrite) and not args.checkpoint:
+        raise UsageError("jaxreg train: --resume, --checkpoint-every and --overwrite need --checkpoint PATH")
+    if args.resume and args.overwrite:
+        raise UsageError("jaxreg train: --resume continues the checkpoint's run, --overwrite replaces it: expected one")
     check_seed(args.seed, "--seed")
+    common.check_paths(args, {"--checkpoint": args.checkpoint, "--save": args.save, "--plot": args.plot})
+    if args.checkpoint and not (args.resume or args.overwrite) and os.path.exists(args.checkpoint):
+        raise ValueError(f"--checkpoint {args.checkpoint}: the file exists (another run's checkpoint?), expected "
+                         "--resume to continue it or --overwrite to replace it")
+    progress = _Saves(args.checkpoint)
+    interrupt.set_note(progress.note)
     dataset = common.dataset(args)
     config = common.config(args, dataset.X.shape[0], lambd=args.lambd, keep_prob=args.keep_prob)
     validation = common.validation_options(args)
+    if args.plot:
+        common.check_figure(dataset)
     clock = common.start_jax(args)
+    common.check_memory(config, dataset, figure=bool(args.plot))
     if args.plot:
         common.preload_plotting()
     from jaxreg.checkpoint import save_params
+    from jaxreg.files import atomic_write
     from jaxreg.training import TrainingDiverged
 
+    progress.bar = common.Progress(args.iterations, args.json)
     try:
         with common.Timed(clock) as timed:
-            result = common.fit(dataset, config, args.seed, common.Progress(args.iterations, args.json),
-                                checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                                resume=args.resume, data_parallel=args.data_parallel, **validation)
+            result = common.fit(dataset, config, args.seed, progress, checkpoint=args.checkpoint,
+                                checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                data_parallel=args.data_parallel, **validation)
     except TrainingDiverged as err:
-        kept = f"; the last finite state is in {args.checkpoint}" if args.checkpoint else ""
-        print(f"jaxreg: error: {err}{kept}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        kept = f"; the last complete checkpoint is kept in {args.checkpoint}" if args.checkpoint else ""
-        print(f"jaxreg: interrupted{kept}", file=sys.stderr)
-        return 130
+        kept = (f"; the last finite state is in {args.checkpoint} (continue it with --resume and a smaller "
+                "--learning-rate)" if args.checkpoint else "")
+        return interrupt.end(f"jaxreg: error: {err}{kept}", 1)
     if not common.is_main():
         return 0
+    figure = common.figure({common.run_name(result.config): result}, dataset) if args.plot else None
+    interrupt.check()
     if args.save:
         save_params(args.save, result.params)
     if args.plot:
-        common.write_figure(args.plot, {common.run_name(result.config): result}, dataset)
+        atomic_write(args.plot, figure)
     if args.json:
         common.print_json({**common.summary(result, timed), "config": result.config.to_json(), "seed": args.seed,
                            "data": dataset.name})
@@ -81,3 +94,39 @@ def run(args) -> int:
         if path:
             print(f"{what} written to {path}")
     return 0
+
+
+class _Saves:
+    """The progress callback that also follows ``--checkpoint``, so that an interrupted run says what
+    it holds: unchanged, or the iteration of the last checkpoint this run wrote (seen after each
+    chunk: the file changed)."""
+
+    def __init__(self, path: str | None):
+        self.path, self.bar = path, None  # bar: the common.Progress shown
+        self.start = self.last = self._identity()
+        self.step = None
+
+    def _identity(self):
+        try:
+            st = os.stat(self.path)
+        except (TypeError, OSError):
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.path is not None and (now := self._identity()) != self.last:
+            self.last, self.step = now, step
+        self.bar(step, total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def note(self) -> str:
+        if self.path is None:
+            return ""
+        if self._identity() == self.start:
+            if self.start is None:
+                return f"; no checkpoint was written to {self.path} (interrupted before the first save)"
+            return f"; {self.path} is as it was (interrupted before this run's first save)"
+        at = f" (iteration {self.step})" if self.step is not None and self._identity() == self.last else ""
+        return f"; the last complete checkpoint{at} is kept in {self.path}"
