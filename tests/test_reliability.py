@@ -572,7 +572,7 @@ def test_numpy_and_jax_scalars_and_arrays_are_accepted(tmp_path):
     X, Y = np.random.default_rng(0).normal(size=(2, 30)), (np.arange(30) % 2)[None].astype(float)
     run = train(X, Y, config, seed=jnp.uint32(3), checkpoint=tmp_path / "c.npz", checkpoint_every=np.int64(10))
     assert run.train_accuracy == train(X, Y, config, seed=3).train_accuracy
-    options = dict(iterations=20, log_every=10)  # every sweep below: 4 members, one program
+    options = dict(iterations=20, log_every=10, folds=0)  # every sweep below: 4 members, one program
     grid = sweep(X, Y, [2, 3, 1], lambd=jnp.array([0.0, 0.5]), keep_prob=np.array([1.0]), seeds=jnp.array([0, 1]),
                  **options)
     plain = sweep(X, Y, [2, 3, 1], lambd=[0.0, 0.5], keep_prob=[1.0], seeds=[0, 1], **options)
