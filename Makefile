@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/jaxreg compare
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -115,10 +115,10 @@ def compiled_programs(argv: list[str]) -> dict:
 
 
 def test_suite() -> dict:
-    """One run of the suite, as `make test` runs it, with the compilation cache it finds."""
+    """One run of the suite, as `make test` runs it (two workers on two cores), with the compilation cache it finds."""
     cache = ROOT / ".pytest_cache" / "xla"
     warm = cache.is_dir() and any(cache.iterdir())
-    wall, cpu = timed([sys.executable, "-m", "pytest", "-q", "-x"], dict(os.environ))
+    wall, cpu = timed([sys.executable, "-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile"], dict(os.environ))
     return {"wall": wall, "cpu": cpu, "warm_cache": warm}
 
 
