@@ -49,18 +49,19 @@ TARGET_64 = 8.0  # seconds for the 64-configuration sweep
 TARGET_VS_NUMPY = 30.0  # per configuration
 
 NOTES = """\
-**What limits it.** A sweep's step is the single run's step with a leading axis of members, so
-kernel launches are shared and the arithmetic is what remains: per member and step ~6.5-7 µs
-without dropout and ~1-2 µs more with dropout (profiled with `jax.profiler`, per kernel and step
-for 64 members: the batched `(3, 211) x (211, 20)` product of `dW2` ~120 µs, `dA1` ~60 µs, the
-first layer's forward and `dW1` products ~60 µs each, at 7-20 GFLOP/s: XLA's CPU backend runs
-the members' tiny matmuls as a batch of small ones, and each pass over the `(members, 20, 211)`
-activations is bound by memory). Two library changes cut the 64-grid from ~22 s: the masks'
-Threefry blocks now give four 16-bit entries each, compared inside the hashing kernel (half
-the hashing), and the cross-entropy is one softplus per example instead of two `log_sigmoid`s.
-Formulating the products as broadcast-multiply-reduce (to let XLA fuse them) was 5x slower;
-turning YNNPACK off 2x slower. Meeting 8 s needs ~4 µs per member and step, about twice what
-XLA's CPU kernels give for these shapes; a GPU would batch them properly.
+**What limits it.** A sweep's step is the single run's step with a leading axis of members: kernel
+launches are shared and the arithmetic is what remains. XLA's CPU backend runs the members' tiny
+matmuls (the `(3, 211) x (211, 20)` products of `dW2`, `dA1`, the first layer's) as batches of
+small ones at 7-20 GFLOP/s, and each pass over the `(members, 20, 211)` activations is bound by
+memory (profiled with `jax.profiler`). Split over XLA's intra-op threads, these small kernels
+gain nothing on 2 cores (a sweep pinned to one core ran as fast as on two threads); split over one
+host device per core (`--xla_force_host_platform_device_count=2`, what `jaxreg sweep` and this
+script ask for), each core runs its own half of the members: the 64-grid went from 18.5 s to
+7.5 s, ~3.9 µs per member and step against ~7-9 µs for a run alone. Cross-validation costs what
+its members cost: 5 folds of 16 configurations are 80 members at about the same price per
+member-step (each fold trains on 4/5 of the examples but computes all of them, weighted).
+Formulating the products as broadcast-multiply-reduce was 5x slower; turning YNNPACK off 2x
+slower. A GPU would batch the members' products properly.
 """
 
 

@@ -94,3 +94,8 @@ def test_data_parallel_training_over_two_processes_equals_one_process(data, tmp_
     tree, meta = checkpoint.load(tmp_path / "run0.npz")  # written by process 0, whole
     assert int(tree[".step"]) == 300 and sorted(checkpoint.load_params(tmp_path / "params0.npz")) == [
         "W1", "W2", "W3", "b1", "b2", "b3"]
+
+
+def test_distributed_outside_a_cluster_is_one_line(tmp_path):
+    (out, err, code), = run_processes(["sweep", "--distributed", "--iterations", "10"], tmp_path, 1, 1)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err

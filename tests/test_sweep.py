@@ -336,6 +336,8 @@ SHARDED = textwrap.dedent("""
     many = sweep(X, Y, [2, 6, 3, 1], folds=0, **grid, **run)
     one = sweep(X, Y, [2, 6, 3, 1], folds=0, devices=jax.devices()[:1], **grid, **run)
     parallel = train_data_parallel(X, Y, [2, 6, 3, 1], seed=5, lambd=0.3, keep_prob=(0.9, 0.6), **run)
+    padded = train_data_parallel(X[:, :46], Y[:, :46], [2, 6, 3, 1], seed=5, lambd=0.3, **run)  # 46 = 4 x 11 + 2
+    unpadded = train(X[:, :46], Y[:, :46], [2, 6, 3, 1], seed=5, lambd=0.3, **run)
     alone = train(X, Y, [2, 6, 3, 1], seed=5, lambd=0.3, keep_prob=(0.9, 0.6), **run)
     diff = lambda a, b: max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a)
     print(json.dumps({
@@ -347,6 +349,8 @@ SHARDED = textwrap.dedent("""
         "parallel_params": diff(parallel.params, alone.params),
         "parallel_costs": float(np.max(np.abs(parallel.costs - alone.costs))),
         "parallel_accuracy_equal": parallel.train_accuracy == alone.train_accuracy,
+        "padded_params": diff(padded.params, unpadded.params),
+        "padded_accuracy_equal": padded.train_accuracy == unpadded.train_accuracy,
     }))
 """)
 
@@ -367,6 +371,8 @@ def test_sharded_sweep_and_data_parallel_training_match_one_device():
     assert report["parallel_shards"] == 4
     assert report["parallel_params"] <= TOL and report["parallel_costs"] <= TOL
     assert report["parallel_accuracy_equal"]
+    # 46 examples on 4 devices: padded to 48 with zero-weight examples, the same run (no dropout)
+    assert report["padded_params"] <= TOL and report["padded_accuracy_equal"]
 
 
 # ----------------------------------------------------------------------------- the CLI
