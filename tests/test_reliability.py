@@ -222,10 +222,11 @@ def interrupt_command(folder, command):
     data, compiling, training, writing), with SIGINT and SIGTERM, through the console script and
     ``python -m jaxreg.cli``: the number of runs that ended interrupted."""
     folder.mkdir()
-    start = time.monotonic()
-    status, err, _ = signalled(COMMANDS[command], 0, 0.0, folder)  # signal 0: none is sent
-    assert status == 0 and err == "", err
-    whole = time.monotonic() - start
+    for _ in range(2):  # the second run is timed: the first may compile what later runs load from the cache
+        start = time.monotonic()
+        status, err, _ = signalled(COMMANDS[command], 0, 0.0, folder)  # signal 0: none is sent
+        assert status == 0 and err == "", err
+        whole = time.monotonic() - start
     rng = np.random.default_rng()
     runs = [((2, 15)[k % 2], (k + rng.random()) * whole / (2 * SIGNAL_RUNS), ("script", "module")[(k + k // 2) % 2])
             for k in range(2 * SIGNAL_RUNS)]
