@@ -160,13 +160,7 @@ def train(
     validate.train_and_test(X, Y, X_test, Y_test)
     config = make_config(layer_dims, options, X.shape[0])
     data, impl = _key_arg(key, seed)
-    if checkpoint_every is not None and (
-        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int | np.integer)
-        or checkpoint_every < 1
-    ):
-        raise ValueError(f"checkpoint_every: got {checkpoint_every!r}, expected an integer >= 1")
-    if resume and checkpoint is None:
-        raise ValueError("resume: got True without a checkpoint path, expected checkpoint=PATH")
+    _check_checkpointing(checkpoint, checkpoint_every, resume)
     split = validation_splits(X, Y, config, validation, validation_split, split_seed)
     if split is not None:
         X, Y = split.X, split.Y
@@ -204,6 +198,17 @@ def train(
         iteration = int(outcome.diverged_at[0])
         raise TrainingDiverged(iteration, _cost_at(outcome, iteration), result)
     return result
+
+
+def _check_checkpointing(checkpoint, checkpoint_every, resume) -> None:
+    """``checkpoint_every`` an integer >= 1 (or None); ``resume`` only with a checkpoint path."""
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int | np.integer)
+        or checkpoint_every < 1
+    ):
+        raise ValueError(f"checkpoint_every: got {checkpoint_every!r}, expected an integer >= 1")
+    if resume and checkpoint is None:
+        raise ValueError("resume: got True without a checkpoint path, expected checkpoint=PATH")
 
 
 def _padded(X, Y, split: Split | None, devices: int):
