@@ -54,7 +54,7 @@ from jaxreg.programs import (
 from jaxreg.resources import MEMBER_HOST_BYTES, host_memory
 from jaxreg.selection import NoChoice, SweepResult
 from jaxreg.splits import DEFAULT_FOLDS
-from jaxreg.training import TrainResult, course_masks, make_config, train, validation_splits
+from jaxreg.training import TrainResult, accuracies, course_masks, make_config, train, validation_splits
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -419,17 +419,10 @@ def _judge(params: dict, configs: list[TrainConfig], split: Split | None, X, Y, 
     lambd = np.asarray([c.lambd for c in configs], dtype)
     Xt = None if X_test is None else np.asarray(X_test, dtype)
     out = to_host(evaluate_members(params, lambd, split, np.asarray(X, dtype), np.asarray(Y, dtype), Xt))
-    right = out.predictions == np.asarray(Y)
-
-    def accuracy(weights):
-        return np.sum(right * weights, axis=(1, 2)) / np.sum(weights, axis=(1, 2))
-
     return dict(
         final_cost=out.final_cost.astype(np.float64),
-        train_accuracy=np.mean(right, axis=(1, 2)) if split is None else accuracy(split.train),
-        valid_accuracy=None if split is None else accuracy(split.valid),
         valid_cost=None if split is None else out.valid_cost.astype(np.float64),
-        test_accuracy=None if Xt is None else np.mean(out.test_predictions == np.asarray(Y_test), axis=(1, 2)),
+        **accuracies(out.predictions, Y, split, out.test_predictions, Y_test),
     )
 
 

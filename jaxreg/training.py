@@ -35,7 +35,7 @@ from jaxreg.hosts import global_array, is_main, to_host
 from jaxreg.programs import Program, Split, TrainState, evaluate, hyper_of, init_state, key_data, run_chunk
 from jaxreg.splits import Splits
 
-__all__ = ["TrainResult", "TrainingDiverged", "train", "data_fingerprint", "judge"]
+__all__ = ["TrainResult", "TrainingDiverged", "train", "data_fingerprint", "judge", "accuracies"]
 
 
 class TrainResult(NamedTuple):
@@ -268,23 +268,32 @@ def _history_json(history: History) -> dict:
 
 def judge(params: dict, lambd, X, Y, X_test=None, Y_test=None, split: Split | None = None) -> dict:
     """Trained parameters in one compiled call: ``final_cost`` (the full network's, L2
-    included, no dropout, on the training examples), accuracies counted exactly on the host
-    (``train_accuracy``, ``test_accuracy``: None without a test set; with a ``split``,
-    ``valid_accuracy`` and ``valid_cost`` on its validation examples)."""
+    included, no dropout, on the training examples), the :func:`accuracies` and ``valid_cost``
+    on the validation examples (None without)."""
     dtype = params["W1"].dtype
     Xt = None if X_test is None else np.asarray(X_test, dtype)
     out = evaluate(params, np.asarray(lambd, dtype), np.asarray(X, dtype), np.asarray(Y, dtype), Xt, split)
-    right = np.asarray(out.predictions) == np.asarray(Y)
-    judged = {"final_cost": float(out.final_cost),
-              "test_accuracy": None if X_test is None else float(np.mean(np.asarray(out.test_predictions)
-                                                                          == np.asarray(Y_test)))}
-    if split is None:
-        return {**judged, "train_accuracy": float(np.mean(right))}
-    judged["train_accuracy"] = float(np.mean(right[np.asarray(split.train, bool)]))
-    if split.valid is None:
-        return judged
-    return {**judged, "valid_accuracy": float(np.mean(right[np.asarray(split.valid, bool)])),
-            "valid_cost": float(out.valid_cost)}
+    judged = {**accuracies(out.predictions, Y, split, out.test_predictions, Y_test),
+              "final_cost": out.final_cost, "valid_cost": out.valid_cost}
+    return {name: None if value is None else float(value) for name, value in judged.items()}
+
+
+def accuracies(predictions, Y, split: Split | None = None, test_predictions=None, Y_test=None) -> dict:
+    """Accuracies counted exactly on the host from predictions ``(..., 1, m)`` (a leading axis of
+    members or none): ``train_accuracy`` on the training examples (``split.train``'s, every one
+    without a split), ``valid_accuracy`` on ``split.valid``'s (None without), ``test_accuracy``
+    (None without a test set)."""
+    right = np.asarray(predictions) == np.asarray(Y)
+
+    def share(hits, weights=1.0):
+        return np.sum(hits * weights, axis=(-2, -1)) / np.sum(np.broadcast_to(weights, hits.shape), axis=(-2, -1))
+
+    return {
+        "train_accuracy": share(right) if split is None else share(right, np.asarray(split.train)),
+        "valid_accuracy": None if split is None or split.valid is None else share(right, np.asarray(split.valid)),
+        "test_accuracy": None if test_predictions is None
+        else share(np.asarray(test_predictions) == np.asarray(Y_test)),
+    }
 
 
 def _result(state: TrainState, history: History, config, X, Y, X_test, Y_test, split) -> TrainResult:
