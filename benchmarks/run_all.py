@@ -54,6 +54,9 @@ def write_readme(durations: dict[str, float]) -> None:
         + ", ".join(f"{k} {v:.0f} s" for k, v in durations.items())
         + ")."
     )
+    history = BENCH_DIR / "history.md"  # kept by hand: what changed, and the figures before
+    if history.exists():
+        sections.append(history.read_text())
     readme = "\n\n".join([HEADER.rstrip(), timing, *[s.rstrip() for s in sections]]) + "\n"
     (BENCH_DIR / "README.md").write_text(readme, encoding="utf-8")
     print(f"wrote {BENCH_DIR / 'README.md'}")

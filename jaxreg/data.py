@@ -38,6 +38,7 @@ __all__ = [
     "EXTENSIONS",
     "Dataset",
     "check",
+    "test_split",
     "course_data_dir",
     "load",
     "load_course",
@@ -295,6 +296,21 @@ def _is_number(field: str) -> bool:
 
 
 # --------------------------------------------------------------------------- the textbook's data
+
+
+def test_split(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """``dataset`` with a stratified ``fraction`` of its training examples held out as its test
+    set (drawn from ``seed``: the same on every machine). It must have no test set yet."""
+    from jaxreg import splits
+
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise ValueError(f"test_split: got {fraction!r}, expected a fraction in (0, 1)")
+    if dataset.X_test is not None:
+        raise ValueError(f"test_split: {dataset.name} already has a test set ({dataset.X_test.shape[1]} examples), "
+                         "expected data without one")
+    held = splits.holdout(dataset.X, dataset.Y, fraction, seed).valid.reshape(-1) == 1
+    return Dataset(dataset.X[:, ~held], dataset.Y[:, ~held], dataset.X[:, held], dataset.Y[:, held],
+                   f"{dataset.name} ({fraction:g} held out as test set, seed {seed})")
 
 
 def course_data_dir() -> Path:

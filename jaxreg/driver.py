@@ -83,6 +83,7 @@ def drive(
     save: Callable[[Outcome], None] | None = None,
     save_every: int | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_costs: Callable[[int, np.ndarray], None] | None = None,
     replay: Callable | None = None,
 ) -> Outcome:
     """Train ``n`` members from iteration ``start`` to ``total``.
@@ -92,7 +93,9 @@ def drive(
     (or scalars). The loop ends early once every member has diverged or stopped. ``history``
     continues a resumed run's. ``save(outcome)`` is called every ``save_every``
     iterations (rounded up to a chunk end), at the end, and when every member has
-    diverged or stopped (the loop then ends); ``on_chunk(step, total)`` after each chunk.
+    diverged or stopped (the loop then ends); ``on_chunk(step, total)`` after each chunk;
+    ``on_costs(start, costs)`` with each chunk's training costs ``(n, n_steps)``, one per
+    step from iteration ``start`` (before its update), as they reach the host.
 
     ``replay(states, member, n_steps)`` gives one member's state ``n_steps`` after
     ``states`` (those of a chunk's start), run alone: a diverged member's last finite
@@ -115,6 +118,8 @@ def drive(
         new_states, costs, log = run(states, end - step)
         costs, log = to_host((costs, log))
         costs = costs.reshape(n, end - step)
+        if on_costs is not None:
+            on_costs(step, costs)
         alive = diverged_at < 0
         if step % log_every == 0:
             finite_first = alive & np.isfinite(costs[:, 0])

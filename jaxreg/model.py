@@ -103,7 +103,7 @@ def preactivations(params: dict, X, *, masks=None, keep_prob=1.0, first: int = 1
     ``X`` is ``A_{first-1}`` of shape ``(n_{first-1}, m)``: the data for ``first = 1`` (the
     default), else the output of hidden layer ``first - 1`` after its dropout. Hidden layers
     are LINEAR->RELU, then ``A * D / keep_prob`` where ``masks`` are given."""
-    dims = validate.params(params, n_x=validate.features(X).shape[0] if first == 1 else None)
+    dims = validate.params(params, validate.features(X) if first == 1 else None)
     L = len(dims) - 1
     if not 1 <= first <= L:
         raise ValueError(f"first: got {first}, expected a layer from 1 to {L}")
@@ -159,20 +159,20 @@ def cross_entropy(logits, Y) -> jax.Array:
 
 def predict_proba(params: dict, X) -> jax.Array:
     """``P(y = 1 | x)`` of shape ``(1, m)``, the full network without dropout."""
-    validate.params(params, n_x=validate.features(X).shape[0])
+    validate.params(params, validate.features(X))
     return _predict_proba(params, X)
 
 
 def predict(params: dict, X) -> jax.Array:
     """0/1 predictions ``(1, m)`` (int32): probability above 0.5, as in the textbook."""
-    validate.params(params, n_x=validate.features(X).shape[0])
+    validate.params(params, validate.features(X))
     return _predict(params, X)
 
 
 def accuracy(params: dict, X, Y) -> jax.Array:
     """Fraction of the ``m`` examples predicted right (scalar, JAX's default float)."""
     validate.features_and_labels(X, Y)
-    validate.params(params, n_x=X.shape[0])
+    validate.params(params, X)
     return _accuracy(params, X, Y)
 
 

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from jaxreg import checkpoint as ckpt
-from jaxreg import reference, splits, validate
+from jaxreg import diagnose, reference, splits, validate
 from jaxreg.config import TrainConfig, check_seed
 from jaxreg.driver import History, Outcome, drive
 from jaxreg.hosts import global_array, is_main, to_host
@@ -134,6 +134,7 @@ def train(
     checkpoint_every: int | None = None,
     resume: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_costs: Callable[[int, np.ndarray], None] | None = None,
     sharding: jax.sharding.Sharding | None = None,
     **options,
 ) -> TrainResult:
@@ -152,11 +153,15 @@ def train(
 
     With ``checkpoint``, the state is saved atomically every ``checkpoint_every``
     iterations (rounded up to a chunk end) and at the end; ``resume=True`` continues from
-    it up to ``iterations``. ``on_chunk(step, total)`` is called after each chunk.
+    it up to ``iterations``. ``on_chunk(step, total)`` is called after each chunk, and
+    ``on_costs(start, costs)`` with its training costs ``(n_steps,)``, one per step from
+    iteration ``start`` (a finer history than ``log_every``'s, e.g. for a figure or progress).
     ``sharding`` places ``X`` and ``Y`` (e.g. examples split over devices); by default
     they go to one device.
 
-    Raises :class:`TrainingDiverged` when the cost turns NaN or infinite."""
+    Raises :class:`TrainingDiverged` when the cost turns NaN or infinite; warns
+    (:class:`~jaxreg.diagnose.StuckWarning`) when the cost stopped moving in a dead network or
+    one that predicts one class for every example."""
     validate.train_and_test(X, Y, X_test, Y_test)
     config = make_config(layer_dims, options, X.shape[0])
     data, impl = _key_arg(key, seed)
@@ -189,7 +194,7 @@ def train(
 
     outcome = drive(run, state, n=1, start=int(state.step), total=config.iterations, log_every=config.log_every,
                     history=history, save=None if checkpoint is None else save, save_every=checkpoint_every,
-                    on_chunk=on_chunk)
+                    on_chunk=on_chunk, on_costs=None if on_costs is None else lambda s, c: on_costs(s, c[0]))
     state, logged = _member(outcome)
     if jax.process_count() > 1:  # arrays across hosts: the result is the same on every host
         state = to_host(state)
@@ -197,6 +202,10 @@ def train(
     if outcome.diverged_at[0] >= 0:
         iteration = int(outcome.diverged_at[0])
         raise TrainingDiverged(iteration, _cost_at(outcome, iteration), result)
+    why = diagnose.stuck(result.params, X, result.iterations, result.clean_costs, result.final_cost,
+                         int(result.state.step), config.learning_rate)
+    if why is not None:
+        warnings.warn(why, diagnose.StuckWarning, stacklevel=2)
     return result
 
 

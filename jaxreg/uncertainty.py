@@ -42,7 +42,7 @@ def predict_mc(params: dict, X, key, keep_prob, samples: int = 100) -> tuple[jax
 
     The same key gives the same result; ``keep_prob = 1`` gives the plain
     :func:`jaxreg.predict_proba` and a standard deviation of 0."""
-    dims = validate.params(params, n_x=validate.features(X).shape[0])
+    dims = validate.params(params, validate.features(X))
     kps = validate.keep_prob(keep_prob, len(dims) - 2)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples: got {samples!r}, expected an integer >= 1")

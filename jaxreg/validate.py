@@ -1,7 +1,9 @@
 """Checks of user input, run once at the boundary, before any tracing.
 
 Each check raises ``ValueError`` (``TypeError`` for a wrong kind of object) whose
-message names the argument, what it got and what was expected. Value checks
+message names the argument, what it got and what was expected, and, where the input
+looks like scikit-learn's layout (examples as rows), how to fix it (``Y.reshape(1, -1)``,
+``Y.T``, ``X.T``). Value checks
 (NaN, labels, keep_prob range) run only on concrete values: inside ``jit`` or
 ``vmap`` the arrays are tracers and only their shapes can be checked.
 """
@@ -148,11 +150,30 @@ def features(X, name: str = "X"):
     return X
 
 
+def _label_vector_length(shape: tuple[int, ...]) -> int | None:
+    """``m`` where ``shape`` is a label vector in another layout: ``(m,)`` or ``(m, 1)`` with m > 1."""
+    if len(shape) == 1 and shape[0] >= 1:
+        return shape[0]
+    if len(shape) == 2 and shape[1] == 1 and shape[0] > 1:
+        return shape[0]
+    return None
+
+
+def _label_shape_error(shape: tuple[int, ...], name: str) -> str:
+    """The message for labels of a shape other than ``(1, m)``, with the fix where there is one."""
+    message = f"{name}: got shape {shape}, expected (1, m)"
+    if len(shape) == 1 and shape[0] >= 1:
+        return f"{message}: reshape a label vector with {name}.reshape(1, -1)"
+    if _label_vector_length(shape) is not None:
+        return f"{message}: examples are columns here, pass {name}.T"
+    return message
+
+
 def labels(Y, name: str = "Y"):
     """``Y`` of shape ``(1, m)`` holding only 0 and 1."""
     shape = _shape(Y, name)
     if len(shape) != 2 or shape[0] != 1:
-        raise ValueError(f"{name}: got shape {shape}, expected (1, m)")
+        raise ValueError(_label_shape_error(shape, name))
     _real_dtype(Y, name)
     if is_concrete(Y):
         values = np.asarray(Y)
@@ -164,15 +185,28 @@ def labels(Y, name: str = "Y"):
 
 
 def features_and_labels(X, Y, xname: str = "X", yname: str = "Y"):
-    """Both of the above, with the same number of examples ``m``."""
+    """Both of the above, with the same number of examples ``m``.
+
+    Where ``X`` has ``m`` rows but not ``m`` columns (examples as rows, scikit-learn's layout),
+    the message says to pass ``X.T``."""
     features(X, xname)
+    m = _label_vector_length(_shape(Y, yname))
+    if m is not None and _rows_are_examples(X.shape, m):
+        raise ValueError(f"{_label_shape_error(tuple(Y.shape), yname)}; and {xname} (shape {tuple(X.shape)}) "
+                         f"has its {m} examples as rows: pass {xname}.T too")
     labels(Y, yname)
     if X.shape[1] != Y.shape[1]:
-        raise ValueError(
-            f"{xname}, {yname}: got {X.shape[1]} and {Y.shape[1]} examples, expected the same m "
-            f"({xname} is (n_x, m), {yname} is (1, m))"
-        )
+        message = (f"{xname}, {yname}: got {X.shape[1]} and {Y.shape[1]} examples, expected the same m "
+                   f"({xname} is (n_x, m), {yname} is (1, m))")
+        if _rows_are_examples(X.shape, Y.shape[1]):
+            message += f"; {xname} has {Y.shape[1]} rows: examples are columns here: pass {xname}.T"
+        raise ValueError(message)
     return X, Y
+
+
+def _rows_are_examples(x_shape: tuple[int, ...], m: int) -> bool:
+    """True where X of ``x_shape`` looks like ``(m, n_x)``: ``m`` rows, and not ``m`` columns."""
+    return x_shape[0] == m and x_shape[1] != m
 
 
 def train_and_test(X, Y, X_test=None, Y_test=None):
@@ -184,8 +218,9 @@ def train_and_test(X, Y, X_test=None, Y_test=None):
             raise ValueError(f"X_test: got {X_test.shape[0]} features, expected {X.shape[0]} as in X")
 
 
-def params(p, n_x: int | None = None) -> tuple[int, ...]:
-    """A parameter dict ``{"W1": (n1, n0), "b1": (n1, 1), ...}``; returns its layer_dims."""
+def params(p, X=None, xname: str = "X") -> tuple[int, ...]:
+    """A parameter dict ``{"W1": (n1, n0), "b1": (n1, 1), ...}``, for ``X (n_x, m)`` where given
+    (``W1`` then has ``n_x`` columns); returns its layer_dims."""
     if not isinstance(p, Mapping):
         raise TypeError(f"params: got {type(p).__name__}, expected a dict of W1, b1, ...")
     n_layers = sum(1 for k in p if isinstance(k, str) and k.startswith("W"))
@@ -213,11 +248,14 @@ def params(p, n_x: int | None = None) -> tuple[int, ...]:
         dims.append(W[0])
     if dims[-1] != 1:
         raise ValueError(f"params['W{n_layers}']: got {dims[-1]} output units, expected 1")
+    n_x = None if X is None else X.shape[0]
     if n_x is not None and dims[0] != n_x:
-        raise ValueError(
-            f"params['W1']: got shape {_shape(p['W1'], 'W1')}, expected ({dims[1]}, {n_x}) "
-            f"to match X with n_x = {n_x} features"
-        )
+        message = (f"params['W1']: got shape {_shape(p['W1'], 'W1')}, expected ({dims[1]}, {n_x}) "
+                   f"to match X with n_x = {n_x} features")
+        if X.shape[1] == dims[0]:  # X is (m, n_x): transposed
+            message += (f"; {xname} (shape {tuple(X.shape)}) has W1's {dims[0]} features as columns: "
+                        f"examples are columns here: pass {xname}.T")
+        raise ValueError(message)
     for k in expected:
         _real_dtype(p[k], f"params[{k!r}]")
         if is_concrete(p[k]) and hasattr(p[k], "__array__"):

@@ -122,12 +122,12 @@ def test_compare_trains_three_regimes(tmp_path, capsys):
 
 
 BAD_ARGS = {
-    "keep_prob": (["train", "--keep-prob", "1.5"], "keep_prob"),
+    "keep_prob": (["train", "--keep-prob", "1.5"], "--keep-prob: got 1.5"),
     "keep_prob_text": (["train", "--keep-prob", "high"], "--keep-prob"),
     "layers": (["train", "--layers", "20,0"], "positive"),
-    "lambd": (["train", "--lambd", "-1"], "lambd: got -1.0"),
-    "learning_rate": (["train", "--learning-rate", "0"], "learning_rate"),
-    "iterations": (["train", "--iterations", "-3"], "iterations"),
+    "lambd": (["train", "--lambd", "-1"], "--lambd: got -1,"),
+    "learning_rate": (["train", "--learning-rate", "0"], "--learning-rate: got 0"),
+    "iterations": (["train", "--iterations", "-3"], "--iterations: got -3"),
     "optimizer": (["train", "--optimizer", "lbfgs"], "--optimizer"),
     "missing_file": (["train", "--data", "no/such/file.npz"], "no/such/file.npz"),
     "dataset": (["compare", "--dataset", "mnist"], "mnist"),
@@ -161,4 +161,4 @@ def test_divergence_exits_1_without_traceback(tmp_path, capsys):
 def test_console_script_runs_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "jaxreg.cli", "train", "--keep-prob", "0"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "keep_prob" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--keep-prob" in proc.stderr

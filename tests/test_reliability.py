@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_output import NOTES, verdicts
 
 from jaxreg import checkpoint, files
 from jaxreg.cli import main
@@ -57,10 +58,11 @@ def refused(*argv, message, cwd=None):
 
 
 def failed(done, message, status=2):
-    """A finished command: ``status`` and one line on stderr naming ``message``."""
-    assert done.returncode == status and done.stderr.count("\n") == 1, done.stderr
-    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
-    return done.stderr
+    """A finished command: ``status`` and one line on stderr naming ``message`` (beside its progress)."""
+    err = verdicts(done.stderr)
+    assert done.returncode == status and err.count("\n") == 1, done.stderr
+    assert message in err and "Traceback" not in done.stderr, done.stderr
+    return err
 
 
 # ----------------------------------------------------------------------------- 1, 2: files the user names
@@ -171,7 +173,8 @@ def _handlers_installed(pid: int) -> bool:
 
 def signalled(argv, sig, delay, cwd, entry="module", timeout=120):
     """Run ``jaxreg ARGV``, send ``sig`` ``delay`` seconds after its handlers are in place:
-    (status, stderr, whether the signal reached a running process)."""
+    (status, stderr without its progress lines and checkpoint notes, whether the signal reached a
+    running process)."""
     command = ([str(os.path.join(os.path.dirname(sys.executable), "jaxreg"))] if entry == "script"
                else [sys.executable, "-m", "jaxreg.cli"])
     proc = subprocess.Popen(command + list(map(str, argv)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -187,7 +190,7 @@ def signalled(argv, sig, delay, cwd, entry="module", timeout=120):
         _, err = proc.communicate(timeout=timeout)
     finally:
         proc.kill()
-    return proc.returncode, err, running
+    return proc.returncode, verdicts(err), running
 
 
 def assert_interrupted_truthfully(status, err, running, folder, checkpoint_path=None):
@@ -275,9 +278,12 @@ def test_training_stops_at_the_next_chunk_and_names_its_last_checkpoint(tmp_path
         proc.kill()
     # A safe point after each chunk (milliseconds), not the watchdog's grace (a second)
     assert time.monotonic() - sent < 0.5
+    notes = [line for line in err.splitlines() if line.startswith(NOTES[0])]
+    err = verdicts(err)
     assert proc.returncode == 130 and err.count("\n") == 1, err
     step = int(checkpoint.load(ckpt)[0][".step"])
     assert err == f"jaxreg: interrupted; the last complete checkpoint (iteration {step}) is kept in {ckpt}\n"
+    assert notes[-1] == f"{NOTES[0]}{step} ({ckpt})"  # the last save it said it wrote
 
 
 def test_a_signal_in_a_long_compiled_chunk_ends_the_process_within_the_grace(tmp_path):
@@ -503,9 +509,10 @@ def test_forged_checkpoint_on_the_command_line_is_one_line(tmp_path):
 
 def test_values_float32_cannot_hold_are_bad_input(tmp_path):
     data = write_data(tmp_path)
-    refused("train", "--data", data, "--lambd", "1e308", message="lambd: got 1e+308, expected at most 3.4e+38")
-    refused("train", "--data", data, "--keep-prob", "1e-320", message="keep_prob: got 1e-320, expected at least 2**-16")
-    refused("train", "--data", data, "--learning-rate", "1e-50", message="learning_rate: got 1e-50")
+    refused("train", "--data", data, "--lambd", "1e308", message="--lambd: got 1e+308, expected at most 3.4e+38")
+    refused("train", "--data", data, "--keep-prob", "1e-320",
+            message="--keep-prob: got 1e-320, expected at least 2**-16")
+    refused("train", "--data", data, "--learning-rate", "1e-50", message="--learning-rate: got 1e-50")
     refused("train", "--data", write_data(tmp_path, scale=1e39, name="huge.npz"),
             message="--data " + str(tmp_path / "huge.npz") + ": got features up to")
     assert TrainConfig((2, 3, 1), lambd=1e308, dtype="float64").lambd == 1e308  # float64 holds it

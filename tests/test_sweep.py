@@ -464,19 +464,19 @@ def test_cli_exits_1_when_every_configuration_diverged(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--lambd"], "expected at least one argument"),
-    (["--keep-prob", "0"], "keep_prob: got [0.0"),
+    (["--keep-prob", "0"], "--keep-prob: got 0, expected"),
     (["--keep-prob", "1", "0.9,x"], "--keep-prob: expected a number"),
-    (["--lambd", "-0.5"], "lambd: got -0.5"),
+    (["--lambd", "-0.5"], "--lambd: got -0.5"),
     (["--seeds", "0"], "--seeds: got 0"),
     (["--seeds", "2", "2"], "--seeds: got 2 2"),
     (["--seeds", "5:3"], "--seeds: got 5:3"),
     (["--seeds", "two"], "--seeds: got two"),
     (["--memory-budget", "0"], "--memory-budget: got 0"),
-    (["--folds", "1"], "folds: got 1"),
-    (["--validation-split", "2"], "validation_split: got 2.0"),
+    (["--folds", "1"], "--folds: got 1"),
+    (["--validation-split", "2"], "--validation-split: got 2.0"),
     (["--folds", "3", "--validation-split", "0.2"], "not allowed with argument"),
     (["--split-seed", "-1"], "--split-seed: got -1"),
-    (["--early-stopping", "0"], "early_stopping: got 0"),
+    (["--early-stopping", "0"], "--early-stopping: got 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     data = write_npz(tmp_path)

@@ -22,7 +22,10 @@ def build_parser() -> common.Parser:
     from jaxreg.cli import compare, gradcheck, sweep, train
 
     parser = common.Parser(prog="jaxreg", description="L2 and inverted dropout for small deep networks, "
-                           "in pure JAX, checked against the textbook's NumPy backprop.")
+                           "in pure JAX, checked against the textbook's NumPy backprop.",
+                           epilog="Each command's flags and defaults: jaxreg COMMAND --help. Exit status: 0 done, "
+                           "1 training diverged (or, for gradcheck, the check failed), 2 bad input (one line on "
+                           "stderr), 130 interrupted, 141 the output's reader went away (| head).")
     parser.add_argument("--version", action="version", version=f"jaxreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=common.Parser)
     for command in (train, compare, sweep, gradcheck):
@@ -32,7 +35,8 @@ def build_parser() -> common.Parser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``jaxreg ARGV``; returns the exit status: 0 done, 1 training diverged, 2 bad input, 130
-    interrupted (SIGINT or SIGTERM at any moment: one line, see :mod:`jaxreg.cli.interrupt`).
+    interrupted (SIGINT or SIGTERM at any moment: one line, see :mod:`jaxreg.cli.interrupt`), 141
+    (quietly) when the output's reader has gone (``| head``).
 
     Without ``argv`` (the command itself, ``sys.argv[1:]``) the output is flushed while signals are
     still handled, and the process ends here with that status (``os._exit``): the interpreter's
@@ -42,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         status = _run(argv)
         if argv is None:
             for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+                try:
                     stream.flush()
+                except BrokenPipeError:
+                    status = _closed_pipe()
+                except (OSError, ValueError):  # a closed stream
+                    pass
             if interrupt.received():
                 status = interrupt.report()
     if argv is None:
@@ -53,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):  # bare `jaxreg`: what it can do, and how
+            parser.print_help(sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
         status = args.func(args)
         hosts = sys.modules.get("jaxreg.hosts")
         if hosts is not None:
@@ -64,6 +76,8 @@ def _run(argv: list[str] | None) -> int:
         return interrupt.report()
     except UsageError as err:
         return interrupt.end(str(err), 2)
+    except BrokenPipeError:
+        return _closed_pipe()
     except (ValueError, TypeError, OSError, ImportError, MemoryError) as err:
         return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
     except RuntimeError as err:
@@ -73,6 +87,17 @@ def _run(argv: list[str] | None) -> int:
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
         return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
+
+
+def _closed_pipe() -> int:
+    """The reader of the output went away (``jaxreg ... | head``): end quietly, as Unix tools do, with
+    the status a shell reports for them (128 + SIGPIPE); what is still buffered goes nowhere."""
+    import signal
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 def _message(err: BaseException) -> str:

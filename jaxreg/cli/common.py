@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -22,7 +23,25 @@ class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default where it has one (and does not say it already)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is False or default is argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) \
+            if isinstance(default, tuple) else f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} (default {shown.replace('%', '%%')})".lstrip()
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, exit 2, as for every other bad input
         raise UsageError(f"{self.prog}: {message}")
 
@@ -47,11 +66,22 @@ def ints(text: str) -> tuple[int, ...]:
 
 
 def add_data_flags(p) -> None:
+    from jaxreg.data import DATASETS
+
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="PATH", help="a .npz, .mat or .csv file (see jaxreg.data)")
-    source.add_argument("--dataset", metavar="NAME", default="default",
-                        help="a built-in dataset: default, moons, circles, spiral (default: default)")
+    source.add_argument("--data", metavar="PATH",
+                        help="a data file, one example per row: .npz or .mat with arrays X (m, n_x) and y (m, 1) "
+                        "of 0/1, and optionally a test set Xval, yval; or .csv with the label in the last column "
+                        "(a header row is allowed)")
+    source.add_argument("--dataset", choices=DATASETS, default="default",
+                        help="a built-in 2-D dataset, made from --data-seed: default (200 training and 1000 test "
+                        "points split by a curved line, 14%% of each class strays near it), moons, circles, spiral")
     p.add_argument("--test-data", metavar="PATH", help="a second .csv as test set (with --data FILE.csv)")
+    p.add_argument("--data-seed", type=int, default=None, metavar="S",
+                   help="seed of the built-in dataset and of --test-split (default 0)")
+    p.add_argument("--test-split", type=float, default=None, metavar="F",
+                   help="hold out a stratified fraction F of the training examples as the test set (for data "
+                   "without one; seeded by --data-seed)")
 
 
 def add_training_flags(p, *, regularization: bool = True, seed: bool = True) -> None:
@@ -59,22 +89,34 @@ def add_training_flags(p, *, regularization: bool = True, seed: bool = True) -> 
     from jaxreg.config import INITS, MASK_SCHEDULES, OPTIMIZERS
 
     p.add_argument("--layers", type=ints, default=DEFAULT_HIDDEN, metavar="N1,N2,...",
-                   help="hidden widths (default 20,3)")
+                   help="hidden widths: the network is [n_x, N1, N2, ..., 1]")
     if regularization:
-        p.add_argument("--lambd", type=float, default=0.0, help="L2 strength (default 0)")
+        p.add_argument("--lambd", type=float, default=0.0, metavar="L",
+                       help="L2 strength: the cost adds lambd/(2m) * sum of squared weights")
         p.add_argument("--keep-prob", type=floats, default=(1.0,), metavar="P[,P...]",
-                       help="probability of keeping a hidden unit, one value or one per hidden layer")
-    p.add_argument("--learning-rate", type=float, default=0.3, help="(default 0.3)")
-    p.add_argument("--iterations", type=int, default=30000, help="the run's total length (default 30000)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--weight-decay", type=float, default=0.0,
-                   help="decoupled weight decay of the weights, apart from --lambd (default 0)")
-    p.add_argument("--init", choices=INITS, default="he")
-    p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step")
+                       help="probability of KEEPING a hidden unit (inverted dropout; 1: none), one value or one "
+                       "per hidden layer")
+    p.add_argument("--learning-rate", type=float, default=0.3, metavar="LR", help="the step size")
+    p.add_argument("--iterations", type=int, default=30000, metavar="N",
+                   help="the run's total length (full-batch gradient steps)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd: plain gradient descent, as the textbook; momentum: heavy ball, 0.9; adam: Adam with "
+                   "optax's defaults")
+    p.add_argument("--weight-decay", type=float, default=0.0, metavar="D",
+                   help="decoupled weight decay of the weights, apart from --lambd")
+    p.add_argument("--init", choices=INITS, default="he",
+                   help="initial weights: he, normal with variance 2/n_in (for ReLU); lecun, 1/n_in; zeros (every "
+                   "unit alike: the symmetry problem); course, the textbook's own draw (NumPy, seed 3), to "
+                   "reproduce its numbers")
+    p.add_argument("--masks", choices=MASK_SCHEDULES, default="per-step",
+                   help="dropout masks: per-step, new masks every step from --seed (a run's result never depends "
+                   "on how it was chunked or resumed); fixed, one mask for every step; course, the textbook's "
+                   "masks (NumPy, seed 1), the same at every step, to reproduce its numbers")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="key for initialisation and dropout masks")
+        p.add_argument("--seed", type=int, default=0, metavar="S", help="key for initialisation and dropout masks")
     p.add_argument("--precision", choices=("float32", "float64"), default="float32")
-    p.add_argument("--log-every", type=int, default=1000, help="record the cost every N iterations")
+    p.add_argument("--log-every", type=int, default=1000, metavar="N",
+                   help="record the cost (and check validation, and report progress) every N iterations")
     add_run_flags(p)
 
 
@@ -97,19 +139,31 @@ def add_validation_flags(p, *, folds: bool = False) -> None:
                        "improvement, and keep the best check's parameters")
 
 
-def validation_options(args) -> dict:
-    """The library's validation keywords from the flags (the validation file loaded)."""
-    from jaxreg import data
+def validation_options(args, m: int) -> dict:
+    """The library's validation keywords from the flags (the validation file loaded), checked
+    for a training set of ``m`` examples."""
+    from jaxreg import data, splits
 
     options = {"split_seed": check_seed(args.split_seed, "--split-seed")}
     if args.validation_data:
         held = data.load(args.validation_data)
         options["validation"] = (held.X, held.Y)
     if args.validation_split is not None:
-        options["validation_split"] = args.validation_split
+        options["validation_split"] = flagged("--validation-split", splits.check_fraction, args.validation_split)
     if getattr(args, "folds", None) is not None:
         options["folds"] = args.folds
+        if args.folds != 0:
+            flagged("--folds", splits.check_folds, args.folds, m)
     return options
+
+
+def flagged(flag: str, check, *values):
+    """``check(*values)``, its error renamed for the command line: ``name: got ...`` becomes
+    ``FLAG: got ...`` (the flag the user typed, not the library's argument)."""
+    try:
+        return check(*values)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{flag}: {str(err).partition(': ')[2]}") from None
 
 
 def add_hosts_flags(p) -> None:
@@ -134,12 +188,22 @@ def add_run_flags(p) -> None:
 # ----------------------------------------------------------------------------- data and configuration
 
 
-def dataset(args):
+def dataset(args, test_split: float | None = None):
+    """The data the flags name, with ``--test-split`` (or ``test_split``, a command's default for data
+    without a test set) held out as the test set."""
     from jaxreg import data
 
     if args.test_data and not args.data:
         raise UsageError("jaxreg: --test-data goes with --data")
-    dataset = data.load(args.data, test_path=args.test_data) if args.data else data.make_dataset(args.dataset)
+    if args.data and args.data_seed is not None and args.test_split is None:
+        raise UsageError("jaxreg: --data-seed seeds a built-in --dataset or --test-split, expected one of them "
+                         "with --data")
+    seed = check_seed(0 if args.data_seed is None else args.data_seed, "--data-seed")
+    dataset = data.load(args.data, test_path=args.test_data) if args.data else data.make_dataset(args.dataset,
+                                                                                                 seed=seed)
+    if args.test_split is not None or (test_split is not None and dataset.X_test is None):
+        fraction = args.test_split if args.test_split is not None else test_split
+        dataset = flagged("--test-split", data.test_split, dataset, fraction, seed)
     _check_range(dataset, args, getattr(args, "precision", "float64"))
     interrupt.check()
     return dataset
@@ -211,8 +275,14 @@ def check_sweep(args, config, dataset, members: int, mc_points: int) -> None:
                       np.dtype(config.dtype).itemsize, limit, where, "expected fewer samples")
 
 
+FLAGS = {"layer_dims": "--layers", "lambd": "--lambd", "keep_prob": "--keep-prob", "learning_rate": "--learning-rate",
+         "iterations": "--iterations", "weight_decay": "--weight-decay", "log_every": "--log-every",
+         "early_stopping": "--early-stopping", "dtype": "--precision"}
+
+
 def config(args, n_x: int, **overrides):
-    """The :class:`~jaxreg.config.TrainConfig` the shared flags give (validated, no JAX)."""
+    """The :class:`~jaxreg.config.TrainConfig` the shared flags give (validated, no JAX). Its
+    errors name the flag and the value typed, not the library's field and its broadcast value."""
     from jaxreg.config import TrainConfig
 
     options = dict(
@@ -220,7 +290,26 @@ def config(args, n_x: int, **overrides):
         weight_decay=args.weight_decay, init=args.init, masks=args.masks, dtype=args.precision,
         log_every=args.log_every, early_stopping=getattr(args, "early_stopping", None),
     )
-    return TrainConfig(layer_dims=(n_x, *args.layers, 1), **{**options, **overrides})
+    options = {**options, **overrides}
+    try:
+        return TrainConfig(layer_dims=(n_x, *args.layers, 1), **options)
+    except (ValueError, TypeError) as err:
+        field, _, rest = str(err).partition(": ")
+        if field not in FLAGS:
+            raise
+        typed = args.layers if field == "layer_dims" else options.get(field)
+        if typed is not None and rest.startswith("got "):
+            shown = ",".join(map(_typed, typed)) if isinstance(typed, tuple) else _typed(typed)
+            rest = re.sub(r"^got .*?(, expected)", lambda m: f"got {shown}{m.group(1)}", rest, count=1)
+        raise type(err)(f"{FLAGS[field]}: {rest}") from None
+
+
+def _typed(value) -> str:
+    """A number as the user would have typed it: 0 rather than 0.0, 1e-320 rather than 9.99989e-321."""
+    if isinstance(value, float):
+        short, exact = f"{value:g}", repr(value)
+        return short if float(short) == value and len(short) <= len(exact) else exact
+    return str(value)
 
 
 def start_jax(args, *, device_per_core: bool = False):
@@ -257,20 +346,73 @@ def start_jax(args, *, device_per_core: bool = False):
 
 
 class Progress:
-    """A tqdm bar on an interactive stderr for runs longer than a second (in the first process);
-    else nothing."""
+    """What a run shows on stderr while it trains (the first process only; nothing with ``--json``):
+    on a terminal a tqdm bar, started after the first chunk (which compiles) so its rate and ETA
+    are the training's; elsewhere (logs, CI, pipes) one plain line per chunk, i.e. every
+    ``--log-every`` iterations: iteration, training cost, seconds elapsed, iterations per second.
 
-    def __init__(self, total: int, quiet: bool, desc: str = "training"):
-        self.bar = None
-        if not quiet and sys.stderr.isatty() and is_main():
-            from tqdm import tqdm
+    With ``trace_every`` it also keeps the training cost every that many iterations
+    (``trace``: iterations, costs), a curve as fine as a figure needs whatever ``--log-every``."""
 
-            self.bar = tqdm(total=total, desc=desc, unit="it", delay=1.0, file=sys.stderr, leave=False)
+    def __init__(self, total: int, quiet: bool, desc: str = "training", trace_every: int | None = None,
+                 unit: str = "iteration"):
+        self.total, self.desc, self.trace_every, self.unit = total, desc, trace_every, unit
+        self.silent = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar, self.cost, self.first = None, None, None  # first: the iteration this process started at
+        self.trace: tuple[list, list] = ([], [])
+        self.started = self.since = time.perf_counter()
+        self.since_step = None
+
+    @property
+    def quiet(self) -> bool:
+        return self.silent or not is_main()  # asked when printing: the processes start after this is made
+
+    def costs(self, start: int, costs) -> None:
+        """``on_costs``: a chunk's training costs ``(n_steps,)`` from iteration ``start``."""
+        import numpy as np
+
+        costs = np.asarray(costs, np.float64).reshape(-1)
+        if self.first is None:
+            self.first = start
+        self.cost = float(costs[-1])
+        if self.trace_every:
+            at = np.arange(-(-start // self.trace_every) * self.trace_every, start + costs.size, self.trace_every)
+            self.trace[0].extend(at.tolist())
+            self.trace[1].extend(costs[at - start].tolist())
 
     def __call__(self, step: int, total: int) -> None:
         interrupt.check()  # a safe point: after each compiled chunk
-        if self.bar is not None:
+        now = time.perf_counter()
+        if self.quiet:
+            pass
+        elif self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=step, desc=self.desc, unit="it", delay=1.0, file=sys.stderr,
+                                leave=False)
             self.bar.update(step - self.bar.n)
+            if self.cost is not None:
+                self.bar.set_postfix(cost=f"{self.cost:.6f}", refresh=False)
+        else:
+            done = step - (self.since_step if self.since_step is not None else (self.first or 0))
+            rate = f"{done / max(now - self.since, 1e-9):,.0f} it/s"
+            if self.since_step is None:
+                rate += " (with compiling)"
+            cost = "" if self.cost is None else f", cost {self.cost:.6f}"
+            print(f"{self.desc}: {self.unit} {step}/{total}{cost}, {now - self.started:.1f} s, {rate}",
+                  file=sys.stderr, flush=True)
+        self.since, self.since_step = now, step
+
+    def note(self, text: str) -> None:
+        """One line on stderr, beside the bar (unless quiet)."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -312,7 +454,7 @@ def fit(dataset, config, seed, progress, data_parallel: bool = False, **options)
             warnings.simplefilter("always", UserWarning)
             run = train_data_parallel if data_parallel else train
             return run(dataset.X, dataset.Y, config, seed=seed, X_test=dataset.X_test, Y_test=dataset.Y_test,
-                       on_chunk=progress, **options)
+                       on_chunk=progress, on_costs=progress.costs, **options)
     except TrainingDiverged as err:
         if err.iteration != 0:
             raise
@@ -395,15 +537,30 @@ def boundary(result, dataset, resolution: int = 300) -> dict:
     return {"xx": xx, "yy": yy, "proba": proba}
 
 
+def trace_every(iterations: int, points: int = 500) -> int:
+    """The interval of a figure's cost curve: about ``points`` points over the run."""
+    return max(1, iterations // points)
+
+
 def figure(runs: dict, dataset) -> bytes:
-    """The PNG of decision boundaries and cost curves of ``runs`` (name -> TrainResult)."""
+    """The PNG of decision boundaries and cost curves of ``runs`` (name -> ``(TrainResult, trace)``,
+    ``trace`` the training cost at a fine interval: :attr:`Progress.trace`)."""
     from jaxreg import plotting
 
     check_figure(dataset)
-    panels = [
-        {"title": name, **boundary(result, dataset), "iterations": result.iterations,
-         "costs": result.costs, "clean_costs": result.clean_costs,
-         "train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
-        for name, result in runs.items()
-    ]
-    return plotting.compare_figure(panels, dataset.X, dataset.Y, title=dataset.name)
+    panels = []
+    for name, (result, (trace_iterations, trace_costs)) in runs.items():
+        end = result.best_iteration if result.best_iteration is not None else int(result.state.step)
+        panels.append({
+            "title": name, **boundary(result, dataset), "iterations": result.iterations, "costs": result.costs,
+            "clean_costs": result.clean_costs, "train_accuracy": result.train_accuracy,
+            "test_accuracy": result.test_accuracy, "final": (end, result.final_cost), "lambd": result.config.lambd,
+            **({"trace_iterations": trace_iterations, "trace_costs": trace_costs} if trace_iterations else {}),
+        })
+    return plotting.compare_figure(panels, dataset.X, dataset.Y, title=describe(dataset))
+
+
+def describe(dataset) -> str:
+    """The data in words, for a figure's title."""
+    test = "" if dataset.X_test is None else f", {dataset.X_test.shape[1]} test"
+    return f"{dataset.name} ({dataset.X.shape[1]} training examples{test})"

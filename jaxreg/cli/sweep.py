@@ -142,7 +142,11 @@ def run(args) -> int:
     common.check_paths(args, [("--out", os.path.join(args.out, name)) for name in names])
     dataset = common.dataset(args)
     base = common.config(args, dataset.X.shape[0])
-    validation = common.validation_options(args)
+    for value in args.lambd:  # every grid value, checked before JAX starts
+        common.config(args, dataset.X.shape[0], lambd=value)
+    for value in args.keep_prob:
+        common.config(args, dataset.X.shape[0], keep_prob=value)
+    validation = common.validation_options(args, dataset.X.shape[1])
     from jaxreg.splits import DEFAULT_FOLDS
 
     clock = common.start_jax(args, device_per_core=True)
@@ -176,7 +180,7 @@ def _train(args, dataset, base, seeds, validation: dict):
     options = {k: v for k, v in base.to_json().items() if k not in ("layer_dims", "lambd", "keep_prob")}
     budget = None if args.memory_budget is None else max(1, int(args.memory_budget * 2**20))
     progress = common.Progress(len(args.lambd) * len(args.keep_prob) * len(seeds) * args.iterations, args.json,
-                               "sweep")
+                               "sweep", unit="member iterations")
     try:
         return sweep(dataset.X, dataset.Y, base.layer_dims, lambd=args.lambd, keep_prob=args.keep_prob,
                      seeds=seeds, X_test=dataset.X_test, Y_test=dataset.Y_test, memory_budget=budget,

@@ -22,7 +22,9 @@ def add(sub) -> None:
     p.add_argument("--plot", metavar="PATH", help="write a figure: decision boundary and cost curve")
     p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="iterations between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint up to --iterations")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --checkpoint up to --iterations (a new run where there is no file "
+                   "yet: one command line for the first start and every restart)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the file at --checkpoint (by default an existing file is refused without --resume)")
     p.set_defaults(func=run)
@@ -38,34 +40,42 @@ def run(args) -> int:
     if args.checkpoint and not (args.resume or args.overwrite) and os.path.exists(args.checkpoint):
         raise ValueError(f"--checkpoint {args.checkpoint}: the file exists (another run's checkpoint?), expected "
                          "--resume to continue it or --overwrite to replace it")
-    progress = _Saves(args.checkpoint)
-    interrupt.set_note(progress.note)
+    resume = args.resume and os.path.exists(args.checkpoint)
+    progress = _Saves(args.checkpoint, args.iterations, args.json,
+                      trace_every=common.trace_every(args.iterations) if args.plot else None)
+    interrupt.set_note(progress.interrupted)
     dataset = common.dataset(args)
     config = common.config(args, dataset.X.shape[0], lambd=args.lambd, keep_prob=args.keep_prob)
-    validation = common.validation_options(args)
+    validation = common.validation_options(args, dataset.X.shape[1])
     if args.plot:
         common.check_figure(dataset)
     clock = common.start_jax(args)
     common.check_memory(config, dataset, figure=bool(args.plot))
+    if args.resume and not resume:
+        progress.note(f"jaxreg: no checkpoint at {args.checkpoint} yet: starting a new run (--resume continues it "
+                      "from there next time)")
     if args.plot:
         common.preload_plotting()
     from jaxreg.checkpoint import save_params
     from jaxreg.files import atomic_write
     from jaxreg.training import TrainingDiverged
 
-    progress.bar = common.Progress(args.iterations, args.json)
     try:
         with common.Timed(clock) as timed:
             result = common.fit(dataset, config, args.seed, progress, checkpoint=args.checkpoint,
-                                checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                checkpoint_every=args.checkpoint_every, resume=resume,
                                 data_parallel=args.data_parallel, **validation)
+        progress.saved(int(result.state.step))  # a save the loop ended with (early stopping)
+        if resume and progress.first is None:
+            progress.note(f"jaxreg: {args.checkpoint} is at iteration {int(result.state.step)} already: "
+                          "nothing left to train up to --iterations")
     except TrainingDiverged as err:
         kept = (f"; the last finite state is in {args.checkpoint} (continue it with --resume and a smaller "
                 "--learning-rate)" if args.checkpoint else "")
         return interrupt.end(f"jaxreg: error: {err}{kept}", 1)
     if not common.is_main():
         return 0
-    figure = common.figure({common.run_name(result.config): result}, dataset) if args.plot else None
+    figure = common.figure({common.run_name(result.config): (result, progress.trace)}, dataset) if args.plot else None
     interrupt.check()
     if args.save:
         save_params(args.save, result.params)
@@ -96,13 +106,14 @@ def run(args) -> int:
     return 0
 
 
-class _Saves:
-    """The progress callback that also follows ``--checkpoint``, so that an interrupted run says what
-    it holds: unchanged, or the iteration of the last checkpoint this run wrote (seen after each
-    chunk: the file changed)."""
+class _Saves(common.Progress):
+    """The progress that also follows ``--checkpoint``: a line for each checkpoint written and for
+    the iteration a run resumed from, and, for an interrupted run, what the file holds: unchanged,
+    or the iteration of the last checkpoint this run wrote (seen after each chunk: the file changed)."""
 
-    def __init__(self, path: str | None):
-        self.path, self.bar = path, None  # bar: the common.Progress shown
+    def __init__(self, path: str | None, total: int, quiet: bool, trace_every: int | None = None):
+        super().__init__(total, quiet, trace_every=trace_every)
+        self.path = path
         self.start = self.last = self._identity()
         self.step = None
 
@@ -113,15 +124,22 @@ class _Saves:
             return None
         return st.st_ino, st.st_mtime_ns, st.st_size
 
+    def costs(self, start: int, costs) -> None:
+        if self.first is None and start > 0:
+            self.note(f"jaxreg: resumed from iteration {start} ({self.path})")
+        super().costs(start, costs)
+
     def __call__(self, step: int, total: int) -> None:
+        self.saved(step)
+        super().__call__(step, total)
+
+    def saved(self, step: int) -> None:
+        """Note a checkpoint written since the last look (at iteration ``step``)."""
         if self.path is not None and (now := self._identity()) != self.last:
             self.last, self.step = now, step
-        self.bar(step, total)
+            self.note(f"jaxreg: checkpoint written at iteration {step} ({self.path})")
 
-    def close(self) -> None:
-        self.bar.close()
-
-    def note(self) -> str:
+    def interrupted(self) -> str:
         if self.path is None:
             return ""
         if self._identity() == self.start:

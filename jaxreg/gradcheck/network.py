@@ -46,7 +46,7 @@ class _Problem(NamedTuple):
 
 def _problem(params, X, Y, lambd, keep_prob, key, masks) -> _Problem:
     """Validate the network check's inputs; draw the masks from ``key`` where needed."""
-    dims = validate.params(params, n_x=validate.features(X).shape[0])
+    dims = validate.params(params, validate.features(X))
     validate.features_and_labels(X, Y)
     validate.lambd(lambd)
     kps = validate.keep_prob(keep_prob, len(dims) - 2)
