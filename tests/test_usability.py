@@ -67,20 +67,26 @@ def test_version():
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--dataset", "foo"], "argument --dataset: invalid choice: 'foo'"),
-    (["--keep-prob", "0"], "--keep-prob: got 0, expected values in (0, 1]"),
-    (["--keep-prob", "0.5,0.5,0.5"], "--keep-prob: got 0.5,0.5,0.5, expected 1 or 2"),
-    (["--layers", "0,3"], "--layers: got 0,3, expected every width to be positive"),
-    (["--lambd", "-1"], "--lambd: got -1, expected a finite number >= 0"),
-    (["--learning-rate", "0"], "--learning-rate: got 0"),
-    (["--test-split", "1.5"], "--test-split: got 1.5, expected a fraction in (0, 1)"),
-    (["--test-split", "0.2"], "--test-split: default already has a test set"),
+    (["train", "--dataset", "foo"], "argument --dataset: invalid choice: 'foo'"),
+    (["train", "--keep-prob", "0"], "--keep-prob: got 0, expected values in (0, 1]"),
+    (["train", "--keep-prob", "0.5,0.5,0.5"], "--keep-prob: got 0.5,0.5,0.5, expected 1 or 2"),
+    (["train", "--layers", "0,3"], "--layers: got 0,3, expected every width to be positive"),
+    (["train", "--lambd", "-1"], "--lambd: got -1, expected a finite number >= 0"),
+    (["train", "--learning-rate", "0"], "--learning-rate: got 0"),
+    (["train", "--test-split", "1.5"], "--test-split: got 1.5, expected a fraction in (0, 1)"),
+    (["train", "--test-split", "0.2"], "--test-split: default already has a test set"),
+    (["train", "--checkpoint", "c.npz", "--checkpoint-every", "0"], "--checkpoint-every: got 0, expected"),
+    (["sweep", "--keep-prob", "1", "0"], "--keep-prob: got 0, expected values in (0, 1]"),
+    (["gradcheck", "--keep-prob", "0"], "--keep-prob: got 0, expected values in (0, 1]"),
+    (["gradcheck", "--layers", "0,3"], "--layers: got 0,3, expected every width to be positive"),
+    (["gradcheck", "--epsilon", "-1"], "--epsilon: got -1, expected a finite number > 0"),
 ])
-def test_cli_errors_name_the_flag(argv, message):
-    done = jaxreg_cli("train", *argv)
+def test_cli_errors_name_the_flag(argv, message, tmp_path):
+    done = jaxreg_cli(*argv, cwd=tmp_path)
     err = done.stderr
     assert done.returncode == 2 and message in err and err.count("\n") == 1, err
-    assert not re.search(r"(^|\s)(keep_prob|name|lambd|learning_rate|layer_dims|validation_split):", err), err
+    assert not re.search(r"(^|\s)(keep_prob|name|lambd|learning_rate|layer_dims|validation_split|epsilon|"
+                         r"checkpoint_every):", err), err
 
 
 # ----------------------------------------------------------------------------- output and progress

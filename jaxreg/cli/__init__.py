@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    args = None
     try:
         parser = build_parser()
         if not (sys.argv[1:] if argv is None else argv):  # bare `jaxreg`: what it can do, and how
@@ -78,7 +79,10 @@ def _run(argv: list[str] | None) -> int:
         return interrupt.end(str(err), 2)
     except BrokenPipeError:
         return _closed_pipe()
-    except (ValueError, TypeError, OSError, ImportError, MemoryError) as err:
+    except (ValueError, TypeError) as err:  # named by the flag the user typed, not the library's argument
+        err = err if args is None else common.renamed(err, common.typed_values(args))
+        return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
+    except (OSError, ImportError, MemoryError) as err:
         return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
     except RuntimeError as err:
         training = sys.modules.get("jaxreg.training")  # not imported: nothing trained, nothing diverged

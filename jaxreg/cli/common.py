@@ -277,12 +277,13 @@ def check_sweep(args, config, dataset, members: int, mc_points: int) -> None:
 
 FLAGS = {"layer_dims": "--layers", "lambd": "--lambd", "keep_prob": "--keep-prob", "learning_rate": "--learning-rate",
          "iterations": "--iterations", "weight_decay": "--weight-decay", "log_every": "--log-every",
-         "early_stopping": "--early-stopping", "dtype": "--precision"}
+         "early_stopping": "--early-stopping", "dtype": "--precision", "checkpoint_every": "--checkpoint-every",
+         "epsilon": "--epsilon", "threshold": "--threshold", "directions": "--directions"}
 
 
 def config(args, n_x: int, **overrides):
-    """The :class:`~jaxreg.config.TrainConfig` the shared flags give (validated, no JAX). Its
-    errors name the flag and the value typed, not the library's field and its broadcast value."""
+    """The :class:`~jaxreg.config.TrainConfig` the shared flags give (validated, no JAX); its
+    errors name the flag and the value typed (:func:`renamed`)."""
     from jaxreg.config import TrainConfig
 
     options = dict(
@@ -294,14 +295,27 @@ def config(args, n_x: int, **overrides):
     try:
         return TrainConfig(layer_dims=(n_x, *args.layers, 1), **options)
     except (ValueError, TypeError) as err:
-        field, _, rest = str(err).partition(": ")
-        if field not in FLAGS:
-            raise
-        typed = args.layers if field == "layer_dims" else options.get(field)
-        if typed is not None and rest.startswith("got "):
-            shown = ",".join(map(_typed, typed)) if isinstance(typed, tuple) else _typed(typed)
-            rest = re.sub(r"^got .*?(, expected)", lambda m: f"got {shown}{m.group(1)}", rest, count=1)
-        raise type(err)(f"{FLAGS[field]}: {rest}") from None
+        raise renamed(err, {**options, "layer_dims": args.layers}) from None
+
+
+def renamed(err: Exception, typed: dict) -> Exception:
+    """A library error for the command line: ``keep_prob: got [0.0, 0.0], ...`` becomes ``--keep-prob:
+    got 0, ...``: the flag the user typed (:data:`FLAGS`) and the value as typed (``typed``: by the
+    library's argument name; a value not there keeps the library's rendering). Others: ``err``."""
+    field, _, rest = str(err).partition(": ")
+    if field not in FLAGS:
+        return err
+    value = typed.get(field)
+    if value is not None and rest.startswith("got "):
+        shown = ",".join(map(_typed, value)) if isinstance(value, tuple) else _typed(value)
+        rest = re.sub(r"^got .*?(, expected)", lambda m: f"got {shown}{m.group(1)}", rest, count=1)
+    return type(err)(f"{FLAGS[field]}: {rest}")
+
+
+def typed_values(args) -> dict:
+    """The flags' values by the library's argument names (:data:`FLAGS`), as parsed."""
+    return {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in FLAGS.items()
+            if hasattr(args, flag[2:].replace("-", "_"))}
 
 
 def _typed(value) -> str:
