@@ -473,7 +473,7 @@ def test_cli_exits_1_when_every_configuration_diverged(tmp_path, capsys):
     (["--seeds", "two"], "--seeds: got two"),
     (["--memory-budget", "0"], "--memory-budget: got 0"),
     (["--folds", "1"], "--folds: got 1"),
-    (["--validation-split", "2"], "--validation-split: got 2.0"),
+    (["--validation-split", "2"], "--validation-split: got 2, expected"),
     (["--folds", "3", "--validation-split", "0.2"], "not allowed with argument"),
     (["--split-seed", "-1"], "--split-seed: got -1"),
     (["--early-stopping", "0"], "--early-stopping: got 0"),

@@ -141,7 +141,7 @@ def add_validation_flags(p, *, folds: bool = False) -> None:
 
 def validation_options(args, m: int) -> dict:
     """The library's validation keywords from the flags (the validation file loaded), checked
-    for a training set of ``m`` examples."""
+    for a training set of ``m`` examples before JAX starts (errors: :func:`renamed` names the flags)."""
     from jaxreg import data, splits
 
     options = {"split_seed": check_seed(args.split_seed, "--split-seed")}
@@ -149,21 +149,12 @@ def validation_options(args, m: int) -> dict:
         held = data.load(args.validation_data)
         options["validation"] = (held.X, held.Y)
     if args.validation_split is not None:
-        options["validation_split"] = flagged("--validation-split", splits.check_fraction, args.validation_split)
+        options["validation_split"] = splits.check_fraction(args.validation_split)
     if getattr(args, "folds", None) is not None:
         options["folds"] = args.folds
         if args.folds != 0:
-            flagged("--folds", splits.check_folds, args.folds, m)
+            splits.check_folds(args.folds, m)
     return options
-
-
-def flagged(flag: str, check, *values):
-    """``check(*values)``, its error renamed for the command line: ``name: got ...`` becomes
-    ``FLAG: got ...`` (the flag the user typed, not the library's argument)."""
-    try:
-        return check(*values)
-    except (ValueError, TypeError) as err:
-        raise type(err)(f"{flag}: {str(err).partition(': ')[2]}") from None
 
 
 def add_hosts_flags(p) -> None:
@@ -203,7 +194,7 @@ def dataset(args, test_split: float | None = None):
                                                                                                  seed=seed)
     if args.test_split is not None or (test_split is not None and dataset.X_test is None):
         fraction = args.test_split if args.test_split is not None else test_split
-        dataset = flagged("--test-split", data.test_split, dataset, fraction, seed)
+        dataset = data.test_split(dataset, fraction, seed)
     _check_range(dataset, args, getattr(args, "precision", "float64"))
     interrupt.check()
     return dataset
@@ -278,7 +269,8 @@ def check_sweep(args, config, dataset, members: int, mc_points: int) -> None:
 FLAGS = {"layer_dims": "--layers", "lambd": "--lambd", "keep_prob": "--keep-prob", "learning_rate": "--learning-rate",
          "iterations": "--iterations", "weight_decay": "--weight-decay", "log_every": "--log-every",
          "early_stopping": "--early-stopping", "dtype": "--precision", "checkpoint_every": "--checkpoint-every",
-         "epsilon": "--epsilon", "threshold": "--threshold", "directions": "--directions"}
+         "epsilon": "--epsilon", "threshold": "--threshold", "directions": "--directions",
+         "validation_split": "--validation-split", "folds": "--folds", "test_split": "--test-split"}
 
 
 def config(args, n_x: int, **overrides):
