@@ -201,3 +201,24 @@ def test_a_dead_network_is_a_convergence_warning(pitch):
     X, y, _, _ = pitch
     with pytest.warns(ConvergenceWarning, match="dead network"):
         MLPClassifier(learning_rate=100.0, **FAST).fit(X, y)
+
+
+def test_readme_claims_of_the_defaults(pitch):
+    """2000 iterations: the regularized runs within a point of the textbook's 30000 (test accuracy)."""
+    X, y, X_test, y_test = pitch
+    for options in ({"lambd": 0.7}, {"keep_prob": 0.86}):
+        short = MLPClassifier(**options).fit(X, y).score(X_test, y_test)
+        long = MLPClassifier(iterations=30000, **options).fit(X, y).score(X_test, y_test)
+        assert abs(short - long) <= 0.015, (options, short, long)
+    assert MLPClassifier().fit(X, y).seed_ == 0  # random_state=None is seed 0
+    assert MLPClassifier().get_params()["iterations"] == 2000  # the default the README states
+
+
+def test_grid_search_over_a_pipeline_as_the_readme_writes_it(pitch):
+    from sklearn.pipeline import make_pipeline
+
+    X, y, _, _ = pitch
+    search = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier(**FAST)),
+                          {"mlpclassifier__lambd": [0, 0.3, 0.7]}, cv=3).fit(X, y)
+    assert search.best_params_["mlpclassifier__lambd"] in (0, 0.3, 0.7)
+    assert len(search.cv_results_["mean_test_score"]) == 3

@@ -207,6 +207,17 @@ def test_flat_since():
     assert diagnose.flat_since(its, np.full(10, np.nan), np.nan, 10000) is None
 
 
+def test_a_network_that_predicts_one_class_is_named():
+    params = {"W1": np.ones((3, 2)), "b1": np.ones((3, 1)), "W2": np.zeros((1, 3)), "b2": np.full((1, 1), -5.0)}
+    X = np.random.default_rng(0).normal(size=(2, 50))
+    its, flat = np.arange(0, 5000, 1000), np.full(5, 0.7)
+    why = diagnose.stuck(params, X, its, flat, 0.7, 5000, learning_rate=0.3)
+    assert why is not None and "predicts the same class for every training example" in why and "0.3" in why
+    params["W2"] = np.array([[1.0, -1.0, 0.0]]) * 10  # alive, and two classes: nothing to say
+    params["W1"] = np.random.default_rng(1).normal(size=(3, 2))
+    assert diagnose.stuck(params, X, its, flat, 0.7, 5000, learning_rate=0.3) is None
+
+
 def test_dead_layers():
     params = {"W1": np.ones((3, 2)), "b1": -100 * np.ones((3, 1)), "W2": np.ones((1, 3)), "b2": np.zeros((1, 1))}
     X = np.random.default_rng(0).normal(size=(2, 50))
