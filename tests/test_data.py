@@ -406,22 +406,25 @@ LESSON_ITERATIONS = 30000
 
 
 def test_default_dataset_shows_the_lesson():
-    """Unregularised, the network overfits (train well above test); L2 (lambd=0.7) and dropout
-    (keep_prob=0.86) each raise test accuracy by several points. Mean over two data/init seeds."""
+    """The README's claim: over data seeds 0-4 x key seeds 0-3, unregularised the network overfits
+    (train well above test), and L2 (lambd=0.7) and dropout (keep_prob=0.86) each raise the test
+    accuracy of every one of the 20 runs, by several points on average (float32, as the demo)."""
     runs = {"none": (0.0, 1.0), "l2": (0.7, 1.0), "dropout": (0.0, 0.86)}
     train_acc = {k: [] for k in runs}
     test_acc = {k: [] for k in runs}
-    for seed in (0, 1):
-        ds = make_dataset("default", seed=seed)
-        for run, (lambd, keep_prob) in runs.items():
-            result = jaxreg.train(ds.X, ds.Y, [2, 20, 3, 1], seed=seed, X_test=ds.X_test, Y_test=ds.Y_test,
-                                  lambd=lambd, keep_prob=keep_prob, learning_rate=0.3,
-                                  iterations=LESSON_ITERATIONS, dtype="float32")
-            train_acc[run].append(result.train_accuracy)
-            test_acc[run].append(result.test_accuracy)
-    train_acc = {k: np.mean(v) for k, v in train_acc.items()}
-    test_acc = {k: np.mean(v) for k, v in test_acc.items()}
+    for data_seed in range(5):
+        ds = make_dataset("default", seed=data_seed)
+        for seed in range(4):
+            for run, (lambd, keep_prob) in runs.items():
+                result = jaxreg.train(ds.X, ds.Y, [2, 20, 3, 1], seed=seed, X_test=ds.X_test, Y_test=ds.Y_test,
+                                      lambd=lambd, keep_prob=keep_prob, learning_rate=0.3,
+                                      iterations=LESSON_ITERATIONS, dtype="float32")
+                train_acc[run].append(result.train_accuracy)
+                test_acc[run].append(result.test_accuracy)
+    train_acc = {k: np.asarray(v) for k, v in train_acc.items()}
+    test_acc = {k: np.asarray(v) for k, v in test_acc.items()}
     summary = f"train {train_acc}, test {test_acc}"
-    assert train_acc["none"] - test_acc["none"] >= 0.08, summary  # visibly overfits
-    assert test_acc["l2"] - test_acc["none"] >= 0.03, summary
-    assert test_acc["dropout"] - test_acc["none"] >= 0.03, summary
+    assert np.mean(train_acc["none"] - test_acc["none"]) >= 0.08, summary  # visibly overfits
+    for run in ("l2", "dropout"):
+        gain = test_acc[run] - test_acc["none"]
+        assert np.all(gain > 0) and gain.mean() >= 0.03, (run, gain, summary)
