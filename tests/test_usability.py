@@ -160,6 +160,22 @@ def test_train_plot_gets_the_fine_trace_and_the_final_cost(tmp_path, monkeypatch
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def test_a_resumed_runs_figure_keeps_the_history_before_it(tmp_path, monkeypatch, capsys):
+    from jaxreg import plotting
+
+    seen = {}
+    monkeypatch.setattr(plotting, "compare_figure", lambda panels, X, Y, title="": seen.update(p=panels[0]) or b"")
+    flags = ["--layers", "6,3", "--log-every", "500", "--checkpoint", str(tmp_path / "c.npz"), "--resume"]
+    assert main(["train", "--iterations", "2000", *flags]) == 0
+    assert main(["train", "--iterations", "4000", *flags, "--plot", str(tmp_path / "f.png")]) == 0
+    its = seen["p"]["trace_iterations"]
+    assert its[:4] == [0, 500, 1000, 1500]  # the checkpoint's history
+    assert its[4:] == list(range(2000, 4000, 8))  # this run's trace
+    assert seen["p"]["trace_costs"][:4] == [float(c) for c in seen["p"]["costs"][:4]]
+
+
+
+
 def test_resume_without_a_checkpoint_starts_fresh_and_says_what_it_wrote(tmp_path):
     ckpt = tmp_path / "run.npz"
     flags = ["--layers", "6,3", "--log-every", "500", "--checkpoint", ckpt, "--checkpoint-every", "1000", "--resume"]

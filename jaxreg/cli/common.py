@@ -557,6 +557,10 @@ def figure(runs: dict, dataset) -> bytes:
     panels = []
     for name, (result, (trace_iterations, trace_costs)) in runs.items():
         end = result.best_iteration if result.best_iteration is not None else int(result.state.step)
+        if trace_iterations:  # a resumed run's trace starts where it resumed: the history before it
+            before = [i for i, it in enumerate(result.iterations) if it < trace_iterations[0]]
+            trace_iterations = [int(result.iterations[i]) for i in before] + list(trace_iterations)
+            trace_costs = [float(result.costs[i]) for i in before] + list(trace_costs)
         panels.append({
             "title": name, **boundary(result, dataset), "iterations": result.iterations, "costs": result.costs,
             "clean_costs": result.clean_costs, "train_accuracy": result.train_accuracy,
