@@ -303,8 +303,7 @@ def test_split(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
     set (drawn from ``seed``: the same on every machine). It must have no test set yet."""
     from jaxreg import splits
 
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-        raise ValueError(f"test_split: got {fraction!r}, expected a fraction in (0, 1)")
+    splits.check_fraction(fraction, "test_split")
     if dataset.X_test is not None:
         raise ValueError(f"test_split: {dataset.name} already has a test set ({dataset.X_test.shape[1]} examples), "
                          "expected data without one")

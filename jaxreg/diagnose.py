@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxreg import reference
+
 __all__ = ["StuckWarning", "dead_layers", "flat_since", "stuck"]
 
 FLAT = 1e-7  # relative spread below which a cost "no longer moves"
@@ -35,14 +37,12 @@ def flat_since(iterations, costs, final_cost: float, end: int) -> int | None:
 
 
 def _hidden(params: dict, X) -> list[np.ndarray]:
-    """The ReLU activations of every hidden layer on ``X (n_x, m)``, and the output ``P(y = 1) (1, m)``."""
-    L = len(params) // 2
-    A, out = np.asarray(X, np.float64), []
-    for l in range(1, L + 1):
-        Z = np.asarray(params[f"W{l}"], np.float64) @ A + np.asarray(params[f"b{l}"], np.float64)
-        A = np.maximum(Z, 0) if l < L else 1 / (1 + np.exp(-np.clip(Z, -500, 500)))
-        out.append(A)
-    return out
+    """The ReLU activations of every hidden layer on ``X (n_x, m)``, and the output ``P(y = 1) (1, m)``:
+    the textbook's NumPy forward pass (:func:`jaxreg.reference.forward`), in float64."""
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    with np.errstate(over="ignore"):  # a saturated output: exp overflows to inf, the sigmoid to 0
+        _, cache = reference.forward(params, np.asarray(X, np.float64))
+    return [cache[f"A{l}"] for l in range(1, len(params) // 2 + 1)]
 
 
 def dead_layers(params: dict, X) -> list[int]:

@@ -36,9 +36,9 @@ def check_folds(folds, m: int) -> int:
     return int(folds)
 
 
-def check_fraction(fraction) -> float:
+def check_fraction(fraction, name: str = "validation_split") -> float:
     if isinstance(fraction, bool) or not isinstance(fraction, int | float | np.floating) or not 0 < fraction < 1:
-        raise ValueError(f"validation_split: got {fraction!r}, expected a fraction in (0, 1)")
+        raise ValueError(f"{name}: got {fraction!r}, expected a fraction in (0, 1)")
     return float(fraction)
 
 

@@ -32,9 +32,7 @@ class HelpFormatter(argparse.HelpFormatter):
         if "(default" in text or default is None or default is False or default is argparse.SUPPRESS \
                 or not action.option_strings:
             return text
-        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) \
-            if isinstance(default, tuple) else f"{default:g}" if isinstance(default, float) else str(default)
-        return f"{text} (default {shown.replace('%', '%%')})".lstrip()
+        return f"{text} (default {_typed(default).replace('%', '%%')})".lstrip()
 
 
 class Parser(argparse.ArgumentParser):
@@ -299,8 +297,7 @@ def renamed(err: Exception, typed: dict) -> Exception:
         return err
     value = typed.get(field)
     if value is not None and rest.startswith("got "):
-        shown = ",".join(map(_typed, value)) if isinstance(value, tuple) else _typed(value)
-        rest = re.sub(r"^got .*?(, expected)", lambda m: f"got {shown}{m.group(1)}", rest, count=1)
+        rest = re.sub(r"^got .*?(, expected)", lambda m: f"got {_typed(value)}{m.group(1)}", rest, count=1)
     return type(err)(f"{FLAGS[field]}: {rest}")
 
 
@@ -311,7 +308,10 @@ def typed_values(args) -> dict:
 
 
 def _typed(value) -> str:
-    """A number as the user would have typed it: 0 rather than 0.0, 1e-320 rather than 9.99989e-321."""
+    """A value as the user would have typed it: 0 rather than 0.0, 1e-320 rather than 9.99989e-321,
+    20,3 for a tuple (a flag of comma-separated values)."""
+    if isinstance(value, tuple):
+        return ",".join(map(_typed, value))
     if isinstance(value, float):
         short, exact = f"{value:g}", repr(value)
         return short if float(short) == value and len(short) <= len(exact) else exact
