@@ -116,8 +116,6 @@ def _compare(panels: list[dict], X, Y, *, title: str = ""):
     the boundary does with the training points). ``title`` describes the data (e.g. "built-in
     dataset 'default' (200 training examples)"); the suptitle is ``"{title} — training examples
     (…) over each run's decision boundary (…)"``."""
-    from matplotlib.lines import Line2D
-
     plt = _pyplot()
     n = len(panels)
     cols = max(n, 2)  # one panel (train --plot) is centred over a figure as wide as two
@@ -126,35 +124,71 @@ def _compare(panels: list[dict], X, Y, *, title: str = ""):
     margin = 0.8 / width  # 0.8 inch margins: the y labels on the left, the colour bar's labels on the right
     outer = fig.add_gridspec(2, 1, height_ratios=[1.25, 1], hspace=0.36, top=0.86, bottom=0.12, left=margin,
                              right=1 - margin)
+    _boundary_row(fig, outer[0], panels, X, Y, cols=cols, width=width)
+
+    bottom = outer[1].subgridspec(1, 2, width_ratios=[2.3, 1], wspace=0.03)
+    wrap = _chars((1 - 2 * margin) * width / 3.3 - 0.5, 8.5)  # the legend's column, less its handles
+    ax = fig.add_subplot(bottom[0, 0])
+    dropout, penalty, final, steps = _cost_curves(ax, panels, wrap)
+    notes = _cost_notes(dropout, penalty, final, steps)
+    if notes:
+        _note_under(ax, "; ".join(notes), offset=-32, fontsize=8.5)
+    _legend_column(fig.add_subplot(bottom[0, 1]), ax, final)
+    legend = ("training examples (red: label 0, blue: label 1) over each run's decision boundary "
+              "(shading: P(y = 1); black line: P(y = 1) = 0.5)")
+    text = f"{title} — {legend}" if title else legend[0].upper() + legend[1:]
+    fig.suptitle(textwrap.fill(text, _chars(0.9 * width, 10.5)), fontsize=10.5)
+    return fig
+
+
+def _boundary_row(fig, spec, panels: list[dict], X, Y, *, cols: int, width: float) -> None:
+    """The top row of :func:`_compare` in the gridspec cell ``spec``: one decision-boundary panel
+    per dict of ``panels`` (:func:`_boundary_panel`), centred when there are fewer than ``cols``,
+    and one colour bar for ``P(y = 1)`` to their right, with the 0.5 contour marked on it.
+    ``width``: the figure's width in inches."""
+    n = len(panels)
     pad = [(cols - n) / 2] if n < cols else []
     ratios = pad + [max(n, 1), 0.06] + pad  # the panels, the colour bar (about 0.2 inch)
     inches = 0.775 * width / cols * sum(ratios) / len(ratios)  # the average column's width
-    row = outer[0].subgridspec(1, len(ratios), width_ratios=ratios, wspace=0.12 / inches)
+    row = spec.subgridspec(1, len(ratios), width_ratios=ratios, wspace=0.12 / inches)
     top = row[0, len(pad)].subgridspec(1, max(n, 1), wspace=0.32)
     shading = boundary = None
     for i, panel in enumerate(panels):
-        ax = fig.add_subplot(top[0, i])
-        shading = ax.contourf(panel["xx"], panel["yy"], panel["proba"], levels=np.linspace(0, 1, 11),
-                              cmap="RdBu", alpha=0.35, vmin=0, vmax=1)
-        boundary = ax.contour(panel["xx"], panel["yy"], panel["proba"], levels=[0.5], colors="k", linewidths=1.2)
-        _scatter(ax, X, Y)
-        test = "n/a" if panel["test_accuracy"] is None else f"{panel['test_accuracy']:.3f}"
-        ax.set_title(f"{panel['title']}\ntrain {panel['train_accuracy']:.3f}, test {test}", fontsize=10)
-        ax.set_xlim(np.min(panel["xx"]), np.max(panel["xx"]))
-        ax.set_ylim(np.min(panel["yy"]), np.max(panel["yy"]))
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2", labelpad=1)
-        ax.tick_params(labelsize=8)
-        ax.locator_params(nbins=5)  # a few round ticks: the axes' scale, not a ruler
+        shading, boundary = _boundary_panel(fig.add_subplot(top[0, i]), panel, X, Y)
     if shading is not None:
         bar = fig.colorbar(shading, cax=fig.add_subplot(row[0, len(pad) + 1]), ticks=np.linspace(0, 1, 6))
         bar.add_lines(boundary)
         bar.set_label("P(y = 1), the network's output (black line: 0.5)")
         bar.ax.tick_params(labelsize=8)
 
-    bottom = outer[1].subgridspec(1, 2, width_ratios=[2.3, 1], wspace=0.03)
-    wrap = _chars((1 - 2 * margin) * width / 3.3 - 0.5, 8.5)  # the legend's column, less its handles
-    ax = fig.add_subplot(bottom[0, 0])
+
+def _boundary_panel(ax, panel: dict, X, Y):
+    """One run's decision boundary on ``ax``: ``panel["proba"]`` shaded over the grid
+    ``panel["xx"]``, ``panel["yy"]`` with its 0.5 contour in black, the training examples
+    ``X``, ``Y`` on top, and the run's title and accuracies above. Returns the shading and the
+    contour, for the colour bar."""
+    shading = ax.contourf(panel["xx"], panel["yy"], panel["proba"], levels=np.linspace(0, 1, 11),
+                          cmap="RdBu", alpha=0.35, vmin=0, vmax=1)
+    boundary = ax.contour(panel["xx"], panel["yy"], panel["proba"], levels=[0.5], colors="k", linewidths=1.2)
+    _scatter(ax, X, Y)
+    test = "n/a" if panel["test_accuracy"] is None else f"{panel['test_accuracy']:.3f}"
+    ax.set_title(f"{panel['title']}\ntrain {panel['train_accuracy']:.3f}, test {test}", fontsize=10)
+    ax.set_xlim(np.min(panel["xx"]), np.max(panel["xx"]))
+    ax.set_ylim(np.min(panel["yy"]), np.max(panel["yy"]))
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2", labelpad=1)
+    ax.tick_params(labelsize=8)
+    ax.locator_params(nbins=5)  # a few round ticks: the axes' scale, not a ruler
+    return shading, boundary
+
+
+def _cost_curves(ax, panels: list[dict], wrap: int):
+    """Each run's cost against the iteration on ``ax`` (log scale), one colour per run: the
+    training cost (``trace_iterations``/``trace_costs`` when given, else ``iterations``/``costs``),
+    dashed ``clean_costs`` (the full network) when they differ from ``costs`` (dropout), and a dot
+    at ``final``, which extends the full network's curve. Legend labels are wrapped at ``wrap``
+    characters. Returns what the notes explain: whether any run used dropout, had ``lambd > 0``,
+    had a ``final`` cost, and the set of the traces' intervals."""
     dropout = penalty = final = False
     steps = set()  # the traces' intervals
     for i, panel in enumerate(panels):
@@ -184,27 +218,40 @@ def _compare(panels: list[dict], X, Y, *, title: str = ""):
     ax.set_yscale("log")
     _decimal_log_ticks(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
+    return dropout, penalty, final, steps
+
+
+def _cost_notes(dropout: bool, penalty: bool, final: bool, steps: set) -> list[str]:
+    """The notes under the cost curves, from what :func:`_cost_curves` drew: the L2 penalty, the
+    dashed curves, the dots, and the traces' interval (``steps``) when all traces share one."""
     notes = (["costs include each run's L2 penalty λ/(2m)·Σ‖W‖² (runs with lambd > 0)"] if penalty else []) + (
         ["dashed: the full network (the same weights, no dropout)"] if dropout else []) + (
-        ["dot: the full network's cost (no dropout) after the last update"] if final else []) + (
-        [f"solid: the training cost every {steps.pop():.0f} iterations" if len(steps) == 1 and 0 not in steps
-         else "solid: the training cost as recorded"] if steps else [])
-    if notes:
-        chars = _chars(ax.get_position().width * fig.get_figwidth(), 8.5)
-        ax.annotate(textwrap.fill("; ".join(notes), chars), xy=(0, 0), xycoords="axes fraction", xytext=(0, -32),
-                    textcoords="offset points", ha="left", va="top", fontsize=8.5, color="#333333")
-    side = fig.add_subplot(bottom[0, 1])
+        ["dot: the full network's cost (no dropout) after the last update"] if final else [])
+    if steps:
+        notes.append(f"solid: the training cost every {steps.pop():.0f} iterations"
+                     if len(steps) == 1 and 0 not in steps else "solid: the training cost as recorded")
+    return notes
+
+
+def _note_under(ax, text: str, *, offset: float, fontsize: float, widen: float = 1.0) -> None:
+    """``text`` in grey below ``ax``, ``offset`` points under its bottom left corner, wrapped to
+    the axes' width times ``widen``."""
+    chars = _chars(ax.get_position().width * ax.figure.get_figwidth() * widen, fontsize)
+    ax.annotate(textwrap.fill(text, chars), xy=(0, 0), xycoords="axes fraction", xytext=(0, offset),
+                textcoords="offset points", ha="left", va="top", fontsize=fontsize, color="#333333")
+
+
+def _legend_column(side, ax, final: bool) -> None:
+    """The legend of the cost curves on ``ax``, drawn in the axes ``side`` (turned off), with a
+    grey dot for the final cost when ``final``."""
+    from matplotlib.lines import Line2D
+
     side.axis("off")
     handles, labels = ax.get_legend_handles_labels()
     if final:
         handles.append(Line2D([], [], color="gray", marker="o", linestyle="none", markersize=5.5))
         labels.append("the full network's cost after the last update")
     side.legend(handles, labels, loc="upper left", fontsize=8.5, frameon=False, borderaxespad=0)
-    legend = ("training examples (red: label 0, blue: label 1) over each run's decision boundary "
-              "(shading: P(y = 1); black line: P(y = 1) = 0.5)")
-    text = f"{title} — {legend}" if title else legend[0].upper() + legend[1:]
-    fig.suptitle(textwrap.fill(text, _chars(0.9 * width, 10.5)), fontsize=10.5)
-    return fig
 
 
 def _label(x: float) -> str:
@@ -259,8 +306,6 @@ def _sweep(
 
     Arrays are ``(len(keep_probs), len(lambds))``; ``keep_probs`` are labels
     (``"0.9"`` or ``"0.9,0.6"``)."""
-    from matplotlib.colors import Normalize
-
     plt = _pyplot()
     lambds = np.asarray(lambds, float)
     order = np.argsort(lambds, kind="stable")
@@ -276,80 +321,114 @@ def _sweep(
     spread = held_std if held_mean is not None else train_std
     spread = np.zeros_like(shown) if spread is None else spread
     best = np.unravel_index(np.nanargmax(shown), shown.shape) if np.isfinite(shown).any() else None
-    x = np.arange(len(lambds))  # evenly spaced: lambd grids are usually roughly geometric, with a 0
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(6.5 + 0.9 * len(lambds), 5.6), gridspec_kw={"width_ratios": [1.15, 1]}
     )
+    train = train_mean if held_mean is not None else None  # a train line only beside held-out ones
+    _accuracy_panel(left, lambds, keep_probs, shown, spread, best, train=train, name=name)
+    low, high, below = _heat_map(right, lambds, keep_probs, shown, spread, name=name)
+    note = _scale_note(low, high, below, spread)
+    if best is not None:
+        note += _mark_best(right, shown, spread, best)
+    _note_under(right, note, offset=-30, fontsize=8, widen=1.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _accuracy_panel(ax, lambds, keep_probs: Sequence[str], shown, spread, best, *, train, name: str) -> None:
+    """The left panel of :func:`_sweep` on ``ax``: each row of ``shown`` (one per keep_prob)
+    against ``lambds`` (evenly spaced), the best row (``best = (row, col)`` or None) with a band
+    of ± ``spread`` and, when ``train`` is given, its train accuracy dashed; the best cell circled
+    in red. ``name`` names the accuracy shown (e.g. "validation")."""
+    plt = _pyplot()
+    k = len(keep_probs)
+    x = np.arange(len(lambds))  # evenly spaced: lambd grids are usually roughly geometric, with a 0
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(k, 2)))
     step = min(0.06, 0.24 / max(k - 1, 1))
     offsets = step * (np.arange(k) - (k - 1) / 2)
     for r, kp in enumerate(keep_probs):
         if best is not None and r == best[0]:
-            left.fill_between(x + offsets[r], shown[r] - spread[r], shown[r] + spread[r], color=colors[r],
-                              alpha=0.18, linewidth=0)
-        left.plot(x + offsets[r], shown[r], color=colors[r], marker="o", markersize=4.5, linewidth=1.6,
-                  label=f"keep_prob {kp}")
+            ax.fill_between(x + offsets[r], shown[r] - spread[r], shown[r] + spread[r], color=colors[r],
+                            alpha=0.18, linewidth=0)
+        ax.plot(x + offsets[r], shown[r], color=colors[r], marker="o", markersize=4.5, linewidth=1.6,
+                label=f"keep_prob {kp}")
     if best is not None:
         r, c = best
-        if held_mean is not None:
-            left.plot(x + offsets[r], train_mean[r], color=colors[r], linestyle="--", linewidth=1.0, alpha=0.85,
-                      label=f"train, keep_prob {keep_probs[r]} (the best)")
-        left.scatter([x[c] + offsets[r]], [shown[r, c]], s=150, facecolors="none", edgecolors="red", linewidths=1.8,
-                     zorder=4, label="best (red in the heat map)")
-    left.set_xticks(x, [_label(v) for v in lambds])
-    left.set_xlabel("lambd (L2 strength)")
-    left.set_ylabel("accuracy")
-    left.set_title(f"{name} accuracy, mean" + ("" if best is None else
-                   f"\n(band: ± one std over runs, best keep_prob {keep_probs[best[0]]})"),
-                   fontsize=10)
-    left.grid(alpha=0.3)
-    left.legend(fontsize="small", loc="best")
+        if train is not None:
+            ax.plot(x + offsets[r], train[r], color=colors[r], linestyle="--", linewidth=1.0, alpha=0.85,
+                    label=f"train, keep_prob {keep_probs[r]} (the best)")
+        ax.scatter([x[c] + offsets[r]], [shown[r, c]], s=150, facecolors="none", edgecolors="red", linewidths=1.8,
+                   zorder=4, label="best (red in the heat map)")
+    ax.set_xticks(x, [_label(v) for v in lambds])
+    ax.set_xlabel("lambd (L2 strength)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{name} accuracy, mean" + ("" if best is None else
+                 f"\n(band: ± one std over runs, best keep_prob {keep_probs[best[0]]})"),
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
 
+
+def _heat_map(ax, lambds, keep_probs: Sequence[str], shown, spread, *, name: str):
+    """The right panel of :func:`_sweep` on ``ax``: ``shown`` (keep_probs × ``lambds``) as a heat
+    map on the fixed colour range of :func:`_color_range`, with its colour bar, each cell
+    annotated with its mean ± ``spread`` in black or white, whichever reads better on its colour.
+    Returns the range ``(low, high)`` and whether some mean lies below it."""
+    from matplotlib.colors import Normalize
+
+    plt = _pyplot()
     low, high = _color_range(shown, spread)
     norm = Normalize(vmin=low, vmax=high)
     cmap = plt.get_cmap("viridis")
-    image = right.imshow(shown, cmap=cmap, norm=norm, aspect="auto")
-    below = bool(np.nanmin(shown) < low) if best is not None else False
-    fig.colorbar(image, ax=right, label=f"{name} accuracy, mean (fixed scale {low:.2f}–{high:.2f})",
-                 extend="min" if below else "neither")
-    right.set_xticks(x, [_label(v) for v in lambds])
-    right.set_yticks(np.arange(k), list(keep_probs))
-    right.set_xlabel("lambd")
-    right.set_ylabel("keep_prob")
-    right.set_title(f"{name} accuracy (mean ± std)", fontsize=11)
+    image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto")
+    below = bool(np.nanmin(shown) < low) if np.isfinite(shown).any() else False
+    ax.figure.colorbar(image, ax=ax, label=f"{name} accuracy, mean (fixed scale {low:.2f}–{high:.2f})",
+                       extend="min" if below else "neither")
+    ax.set_xticks(np.arange(len(lambds)), [_label(v) for v in lambds])
+    ax.set_yticks(np.arange(len(keep_probs)), list(keep_probs))
+    ax.set_xlabel("lambd")
+    ax.set_ylabel("keep_prob")
+    ax.set_title(f"{name} accuracy (mean ± std)", fontsize=11)
     for r in range(shown.shape[0]):
         for c in range(shown.shape[1]):
             if np.isnan(shown[r, c]):
                 continue
             dark = _luminance(cmap(norm(shown[r, c]))) < 0.179  # the cell's colour under the fixed scale
-            right.text(c, r, f"{shown[r, c]:.3f}\n±{spread[r, c]:.3f}", ha="center", va="center",
-                       fontsize="small", color="white" if dark else "black")
+            ax.text(c, r, f"{shown[r, c]:.3f}\n±{spread[r, c]:.3f}", ha="center", va="center",
+                    fontsize="small", color="white" if dark else "black")
+    return low, high, below
+
+
+def _scale_note(low: float, high: float, below: bool, spread) -> str:
+    """The heat map's note on its colours: the fixed range ``low``–``high`` and how much of it one
+    (median) standard deviation of ``spread`` spans."""
     typical = float(np.nanmedian(spread)) if np.isfinite(spread).any() else 0.0
-    note = (f"Colours: a fixed scale, {low:.2f}–{high:.2f}, not the data's min–max; one std (median "
-            f"{typical:.3f}) spans {typical / (high - low):.0%} of it" + (", lower means take its darkest colour"
-                                                                       if below else "") + ".")
-    if best is not None:
-        r, c = best
-        near = np.isfinite(shown) & (shown >= shown[r, c] - spread[r, c]) if np.isfinite(spread[r, c]) else \
-            np.zeros(shown.shape, bool)
-        near[r, c] = False
-        ties, others = int(near.sum()), int(np.isfinite(shown).sum()) - 1
-        if 2 * ties <= others:  # outlined while a minority; else only counted (a grid of outlines says nothing)
-            for rr, cc in zip(*np.nonzero(near), strict=True):
-                right.add_patch(plt.Rectangle((cc - 0.45, rr - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
-                                              linewidth=1.4, linestyle="--", clip_on=False))
-        right.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5,
-                                      clip_on=False))
-        within = f"{ties} of the other {others} cells" if ties else "no other cell"
-        note += (f" Red: the best cell; {within} within one std of it" + (" (dashed)" if ties and 2 * ties <= others
-                                                                          else "") + ".")
-    chars = _chars(right.get_position().width * fig.get_figwidth() * 1.3, 8)
-    right.annotate(textwrap.fill(note, chars), xy=(0, 0), xycoords="axes fraction", xytext=(0, -30),
-                   textcoords="offset points", ha="left", va="top", fontsize=8, color="#333333")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return (f"Colours: a fixed scale, {low:.2f}–{high:.2f}, not the data's min–max; one std (median "
+            f"{typical:.3f}) spans {typical / (high - low):.0%} of it"
+            + (", lower means take its darkest colour" if below else "") + ".")
+
+
+def _mark_best(ax, shown, spread, best) -> str:
+    """Outlines the heat map's best cell ``best = (row, col)`` of ``shown`` on ``ax`` in red, and
+    the cells within one standard deviation (``spread`` there) of it dashed, while they are a
+    minority. Returns the sentence that says so, for the note."""
+    plt = _pyplot()
+    r, c = best
+    near = np.isfinite(shown) & (shown >= shown[r, c] - spread[r, c]) if np.isfinite(spread[r, c]) else \
+        np.zeros(shown.shape, bool)
+    near[r, c] = False
+    ties, others = int(near.sum()), int(np.isfinite(shown).sum()) - 1
+    outlined = 0 < ties and 2 * ties <= others  # while a minority: a grid of outlines says nothing
+    if outlined:
+        for rr, cc in zip(*np.nonzero(near), strict=True):
+            ax.add_patch(plt.Rectangle((cc - 0.45, rr - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
+                                       linewidth=1.4, linestyle="--", clip_on=False))
+    ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5,
+                               clip_on=False))
+    within = f"{ties} of the other {others} cells" if ties else "no other cell"
+    return f" Red: the best cell; {within} within one std of it" + (" (dashed)" if outlined else "") + "."
 
 
 def _uncertainty(xx, yy, mean, std, X, Y, *, title: str = ""):
