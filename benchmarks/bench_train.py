@@ -35,8 +35,8 @@ import optax
 import jaxreg
 from jaxreg import reference
 from jaxreg.config import TrainConfig
+from jaxreg.members import course_masks
 from jaxreg.programs import initial, run_chunk
-from jaxreg.training import course_masks
 
 DIMS = (2, 20, 3, 1)
 LR = 0.3

@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it (a module's own name: the module itself)
 _EXPORTS = {
     "TrainConfig": "jaxreg.config",
+    "ConfigError": "jaxreg.errors",
     "TrainResult": "jaxreg.training",
-    "TrainingDiverged": "jaxreg.training",
+    "TrainingDiverged": "jaxreg.errors",
     "train": "jaxreg.training",
     "accuracy": "jaxreg.model",
     "forward": "jaxreg.model",
@@ -23,7 +24,7 @@ _EXPORTS = {
     "predict_proba": "jaxreg.model",
     "dropout_masks": "jaxreg.masks",
     "predict_mc": "jaxreg.uncertainty",
-    "train_data_parallel": "jaxreg.sweep",
+    "train_data_parallel": "jaxreg.training",
     "data": "jaxreg.data",
     "gradcheck": "jaxreg.gradcheck",
     "reference": "jaxreg.reference",

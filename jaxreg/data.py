@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxreg import validate
+from jaxreg.errors import ConfigError, ConfigTypeError
 from jaxreg.files import check_input, load_npz
 
 __all__ = [
@@ -303,10 +304,10 @@ def test_split(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
     set (drawn from ``seed``: the same on every machine). It must have no test set yet."""
     from jaxreg import splits
 
-    splits.check_fraction(fraction, "test_split")
+    validate.fraction(fraction, "test_split")
     if dataset.X_test is not None:
-        raise ValueError(f"test_split: {dataset.name} already has a test set ({dataset.X_test.shape[1]} examples), "
-                         "expected data without one")
+        raise ConfigError("test_split", fraction, f"data without a test set ({dataset.name} already has one, of "
+                          f"{dataset.X_test.shape[1]} examples)")
     held = splits.holdout(dataset.X, dataset.Y, fraction, seed).valid.reshape(-1) == 1
     return Dataset(dataset.X[:, ~held], dataset.Y[:, ~held], dataset.X[:, held], dataset.Y[:, held],
                    f"{dataset.name} ({fraction:g} held out as test set, seed {seed})")
@@ -352,7 +353,7 @@ def make_dataset(
     of the Gaussian jitter added to the points (moons 0.2, circles 0.1, spiral 0.05). The
     training set is drawn first, so it does not depend on ``n_test``."""
     if name not in _GENERATORS:
-        raise ValueError(f"name: got {name!r}, expected one of {', '.join(DATASETS)}")
+        raise ConfigError("name", name, f"one of {', '.join(DATASETS)}")
     generate, defaults = _GENERATORS[name]
     seed = _count(seed, "seed", 0)
     n_train = _count(defaults["n_train"] if n_train is None else n_train, "n_train", 2)
@@ -366,9 +367,9 @@ def make_dataset(
 
 def _count(value, argname: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{argname}: got {value!r}, expected an integer >= {minimum}")
+        raise ConfigTypeError(argname, value, f"an integer >= {minimum}")
     if value < minimum:
-        raise ValueError(f"{argname}: got {value}, expected an integer >= {minimum}")
+        raise ConfigError(argname, value, f"an integer >= {minimum}", shown=str(value))
     return int(value)
 
 
@@ -376,9 +377,9 @@ def _noise(value, top: float | None) -> float:
     """A finite ``noise`` >= 0, at most ``top`` where the dataset has one (a fraction of labels)."""
     expected = f"a number in [0, {top}] (the fraction of labels flipped)" if top else "a finite number >= 0"
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"noise: got {value!r}, expected {expected}")
+        raise ConfigTypeError("noise", value, expected)
     if not (np.isfinite(value) and 0 <= value <= (top or np.inf)):
-        raise ValueError(f"noise: got {value!r}, expected {expected}")
+        raise ConfigError("noise", value, expected)
     return float(value)
 
 

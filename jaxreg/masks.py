@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import validate
+from jaxreg.errors import ConfigError
 from jaxreg.threefry import key_words, threefry2x32
 
-__all__ = ["dropout_masks", "keep_mask", "mask_bits", "masks_from_bits", "mask_bits_bytes"]
+__all__ = ["dropout_masks", "all_masks", "keep_mask", "mask_bits", "masks_from_bits", "mask_bits_bytes"]
 
 _LANE_BITS = 16  # random bits per mask entry: keep rates are exact to 2**-16
 _LANES = 64 // _LANE_BITS  # mask entries per Threefry block (two 32-bit output words)
@@ -48,10 +49,9 @@ def _bits(words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds)
     backend has no multi-output fusion, so a kernel returning both words would be split
     in two, each hashing the block again; one byte holding four comparisons is one output."""
     if groups.size and (int(groups.max()) + 1) * cols > 2**32:
-        raise ValueError(
-            f"shape: got {_LANES * (int(groups.max()) + 1)} x {cols} mask entries, expected at most 2**34 per "
-            "mask (a stream has 2**32 Threefry blocks)"
-        )
+        raise ConfigError("shape", (_LANES * (int(groups.max()) + 1), cols), "at most 2**34 per mask (a stream "
+                          "has 2**32 Threefry blocks)",
+                          shown=f"{_LANES * (int(groups.max()) + 1)} x {cols} mask entries")
     k0, k1 = words
     thresholds = jnp.asarray(thresholds)[:, None]
 
@@ -102,15 +102,15 @@ def keep_mask(key, shape: tuple[int, ...], keep_prob) -> jax.Array:
     return _unpack(_bits(key_words(key), np.zeros_like(groups), groups, cols, thresholds), rows).reshape(shape)
 
 
-def mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
+def mask_bits(key, dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
     """All the packed bits of :func:`dropout_masks`, uint8 ``(G, m)``: for each hidden layer
     ``i`` that draws (all but those with a concrete ``keep_prob`` of 1), in turn, the
     ``ceil(n_i / 4)`` rows of its bits, stream ``i`` of ``key`` (see :func:`_bits`); None
     when no layer draws. One kernel draws them all; apart from :func:`masks_from_bits`,
-    a training loop can draw many steps' bits in one vectorised call."""
-    dims = validate.layer_dims(layer_dims)
-    kps = validate.keep_prob(keep_prob, len(dims) - 2)
-    hidden = zip(dims[1:-1], kps, strict=True)
+    a training loop can draw many steps' bits in one vectorised call. Checked input:
+    ``dims`` a valid ``layer_dims``, ``keep_prob`` one value per hidden layer (a sequence, or
+    an array ``(n_hidden,)``, traced or not)."""
+    hidden = [(n, keep_prob[i]) for i, n in enumerate(dims[1:-1])]
     layers = [(i, -(-n // _LANES), kp) for i, (n, kp) in enumerate(hidden) if _draws(kp)]
     if not layers:
         return None
@@ -120,24 +120,27 @@ def mask_bits(key, layer_dims: Sequence[int], m: int, keep_prob) -> jax.Array | 
     return _bits(key_words(key), streams, groups, m, thresholds)
 
 
-def mask_bits_bytes(layer_dims: Sequence[int], m: int) -> int:
+def mask_bits_bytes(dims: Sequence[int], m: int) -> int:
     """Bytes of one step's packed mask bits (:func:`mask_bits`) when every hidden layer drops."""
-    return sum(-(-n // _LANES) for n in validate.layer_dims(layer_dims)[1:-1]) * m
+    return sum(-(-n // _LANES) for n in dims[1:-1]) * m
 
 
-def masks_from_bits(bits, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
-    """The masks of :func:`dropout_masks` from :func:`mask_bits`."""
-    dims = validate.layer_dims(layer_dims)
-    kps = validate.keep_prob(keep_prob, len(dims) - 2)
+def masks_from_bits(bits, dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
+    """The masks of :func:`dropout_masks` from :func:`mask_bits` (checked input, as there)."""
     masks, row = [], 0
-    for n, kp in zip(dims[1:-1], kps, strict=True):
-        if _draws(kp):
+    for i, n in enumerate(dims[1:-1]):
+        if _draws(keep_prob[i]):
             groups = -(-n // _LANES)
             masks.append(_unpack(bits[row: row + groups], n))
             row += groups
         else:
             masks.append(jnp.ones((n, m), bool))
     return tuple(masks)
+
+
+def all_masks(key, dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
+    """:func:`dropout_masks` of checked input (as :func:`mask_bits` takes it)."""
+    return masks_from_bits(mask_bits(key, dims, m, keep_prob), dims, m, keep_prob)
 
 
 def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
@@ -148,4 +151,5 @@ def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[ja
     same key gives the same masks, always, and a layer's mask does not depend on the
     other layers' ``keep_prob``."""
     validate.key(key)
-    return masks_from_bits(mask_bits(key, layer_dims, m, keep_prob), layer_dims, m, keep_prob)
+    dims = validate.layer_dims(layer_dims)
+    return all_masks(key, dims, m, validate.keep_prob(keep_prob, len(dims) - 2))

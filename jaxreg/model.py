@@ -11,8 +11,10 @@ examples), labels ``Y`` of shape ``(1, m)``, parameters ``{"W1": (n1, n0),
   explicit key. ``keep_prob`` is the probability of *keeping* a unit (the
   textbook's word, never a drop rate); it may differ per hidden layer.
 
-Everything here is pure and jit-able. Input is validated once, at the call,
-before tracing (see :mod:`jaxreg.validate`). :func:`init_params`, :func:`predict_proba`,
+Everything here is pure and jit-able. The public functions check their input once, at the
+call, before tracing (see :mod:`jaxreg.validate`); their twins :func:`logits`, :func:`cost`,
+:func:`classify` and :func:`initial_params` take checked input and check nothing (what the
+compiled programs call). :func:`init_params`, :func:`predict_proba`,
 :func:`predict` and :func:`accuracy` run as one compiled program each (not op by op),
 also when called outside ``jit``.
 """
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg import validate
+from jaxreg.errors import ConfigError
 from jaxreg.masks import dropout_masks
 from jaxreg.threefry import normals
 
@@ -40,6 +43,10 @@ __all__ = [
     "predict",
     "accuracy",
     "n_layers",
+    "logits",
+    "cost",
+    "classify",
+    "initial_params",
 ]
 
 INIT_SCHEMES = ("he", "lecun", "zeros")
@@ -59,13 +66,13 @@ def init_params(key, layer_dims: Sequence[int], scheme: str = "he", dtype=None) 
     are ``jax.random.normal(jax.random.split(key, L)[l - 1], (n_l, n_{l-1}))`` times the gain,
     drawn for every layer in one kernel."""
     dims = validate.layer_dims(layer_dims)
-    if scheme not in INIT_SCHEMES:
-        raise ValueError(f"scheme: got {scheme!r}, expected one of {', '.join(INIT_SCHEMES)}")
-    return _init_params(key, dims, scheme, jnp.dtype(dtype or jnp.result_type(float)))
+    validate.choice("scheme", scheme, INIT_SCHEMES)
+    return initial_params(key, dims, scheme, jnp.dtype(dtype or jnp.result_type(float)))
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3))
-def _init_params(key, dims: tuple[int, ...], scheme: str, dtype) -> dict:
+def initial_params(key, dims: tuple[int, ...], scheme: str, dtype) -> dict:
+    """:func:`init_params` of checked input (``dims`` a tuple, ``dtype`` a NumPy dtype), compiled."""
     gain = {"he": 2.0, "lecun": 1.0, "zeros": 0.0}[scheme]
     shapes = [(dims[l], dims[l - 1]) for l in range(1, len(dims))]
     # The barrier keeps the samples apart from their scaling: fused with it, XLA would round
@@ -81,12 +88,10 @@ def _init_params(key, dims: tuple[int, ...], scheme: str, dtype) -> dict:
 def _check_masks(masks, dims: tuple[int, ...], m: int) -> None:
     hidden = dims[1:-1]
     if len(masks) != len(hidden):
-        raise ValueError(
-            f"masks: got {len(masks)} masks, expected {len(hidden)} (one per hidden layer)"
-        )
+        raise ConfigError("masks", masks, f"{len(hidden)} (one per hidden layer)", shown=f"{len(masks)} masks")
     for l, (mask, n) in enumerate(zip(masks, hidden, strict=True), start=1):
         if tuple(mask.shape) != (n, m):
-            raise ValueError(f"masks[{l - 1}]: got shape {tuple(mask.shape)}, expected ({n}, {m})")
+            raise ConfigError(f"masks[{l - 1}]", mask.shape, f"({n}, {m})", shown=f"shape {tuple(mask.shape)}")
 
 
 def forward(params: dict, X, *, masks=None, keep_prob=1.0) -> jax.Array:
@@ -106,19 +111,33 @@ def preactivations(params: dict, X, *, masks=None, keep_prob=1.0, first: int = 1
     dims = validate.params(params, validate.features(X) if first == 1 else None)
     L = len(dims) - 1
     if not 1 <= first <= L:
-        raise ValueError(f"first: got {first}, expected a layer from 1 to {L}")
+        raise ConfigError("first", first, f"a layer from 1 to {L}")
     if X.shape[0] != dims[first - 1]:
-        raise ValueError(f"X: got shape {tuple(X.shape)}, expected ({dims[first - 1]}, m), the input of layer {first}")
+        raise ConfigError("X", X.shape, f"({dims[first - 1]}, m), the input of layer {first}",
+                          shown=f"shape {tuple(X.shape)}")
+    kps = None
     if masks is not None:
         _check_masks(masks, dims, X.shape[1])
         kps = validate.keep_prob(keep_prob, L - 1)
+    return _preactivations(params, X, masks, kps, first)
+
+
+def _preactivations(params: dict, X, masks, keep_prob, first: int = 1) -> tuple[jax.Array, ...]:
+    """:func:`preactivations` of checked input; ``keep_prob``: one value per hidden layer (a
+    sequence or an array ``(n_hidden,)``), read only with ``masks``."""
+    L = n_layers(params)
     Z = [params[f"W{first}"] @ X + params[f"b{first}"]]
     for l in range(first + 1, L + 1):
         A = jax.nn.relu(Z[-1])
         if masks is not None:
-            A = _dropout(A, masks[l - 2], kps[l - 2])
+            A = _dropout(A, masks[l - 2], keep_prob[l - 2])
         Z.append(params[f"W{l}"] @ A + params[f"b{l}"])
     return tuple(Z)
+
+
+def logits(params: dict, X, masks=None, keep_prob=None) -> jax.Array:
+    """:func:`forward` of checked input (``keep_prob`` as in :func:`_preactivations`)."""
+    return _preactivations(params, X, masks, keep_prob)[-1]
 
 
 def _dropout(A, mask, keep_prob):
@@ -141,12 +160,23 @@ def loss(params: dict, X, Y, *, lambd=0.0, masks=None, keep_prob=1.0, weights=No
     of weight 1 alone."""
     validate.features_and_labels(X, Y)
     validate.lambd(lambd)
-    ce = cross_entropy(forward(params, X, masks=masks, keep_prob=keep_prob), Y)
+    dims = validate.params(params, X)
+    kps = None
+    if masks is not None:
+        _check_masks(masks, dims, X.shape[1])
+        kps = validate.keep_prob(keep_prob, len(dims) - 2)
+    return cost(params, X, Y, lambd, masks, kps, weights)
+
+
+def cost(params: dict, X, Y, lambd, masks=None, keep_prob=None, weights=None) -> jax.Array:
+    """:func:`loss` of checked input (``keep_prob`` as in :func:`_preactivations`): what the
+    compiled training step differentiates."""
+    ce = cross_entropy(logits(params, X, masks, keep_prob), Y)
     m = X.shape[1] if weights is None else jnp.sum(weights)
-    cost = jnp.mean(ce) if weights is None else jnp.sum(weights * ce) / m
+    mean = jnp.mean(ce) if weights is None else jnp.sum(weights * ce) / m
     if validate.is_concrete(lambd) and float(lambd) == 0.0:
-        return cost
-    return cost + lambd / (2 * m) * l2_penalty(params)
+        return mean
+    return mean + lambd / (2 * m) * l2_penalty(params)
 
 
 def cross_entropy(logits, Y) -> jax.Array:
@@ -178,12 +208,15 @@ def accuracy(params: dict, X, Y) -> jax.Array:
 
 @jax.jit
 def _predict_proba(params: dict, X) -> jax.Array:
-    return jax.nn.sigmoid(forward(params, X))
+    return jax.nn.sigmoid(logits(params, X))
 
 
-@jax.jit
-def _predict(params: dict, X) -> jax.Array:
-    return (_predict_proba(params, X) > 0.5).astype(jnp.int32)
+def classify(params: dict, X) -> jax.Array:
+    """:func:`predict` of checked input: 0/1 ``(1, m)`` int32, not compiled by itself."""
+    return (jax.nn.sigmoid(logits(params, X)) > 0.5).astype(jnp.int32)
+
+
+_predict = jax.jit(classify)
 
 
 @jax.jit

@@ -1,8 +1,10 @@
 """The compiled programs a run is made of: initialise, train a chunk, evaluate.
 
 Each is a pure function of one member (one configuration and key), compiled once per
-static structure (:class:`Program`) and shapes: hyperparameter values are traced
-(:class:`Hyper`), so changing them never recompiles. A run of one member calls
+static structure (:class:`~jaxreg.config.Program`) and shapes: the traced settings are
+arguments (:class:`~jaxreg.config.Hyper`), so changing them never recompiles. Input is
+checked at the public boundary (:func:`jaxreg.train`, :func:`jaxreg.sweep.sweep`): these
+functions trust what they get. A run of one member calls
 :func:`init_state`, :func:`run_chunk` and :func:`evaluate`; a sweep calls the same
 functions over a leading member axis (:func:`init_members`, :func:`run_members`,
 :func:`evaluate_members`: ``jax.vmap``, and ``shard_map`` over a mesh of devices).
@@ -11,7 +13,6 @@ Nothing here runs op by op: keys are split and folded inside the programs.
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -23,9 +24,9 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jaxreg import reference
-from jaxreg.config import TrainConfig
-from jaxreg.masks import dropout_masks, mask_bits, mask_bits_bytes, masks_from_bits
-from jaxreg.model import cross_entropy, forward, init_params, loss, predict
+from jaxreg.config import Hyper, Program, TrainConfig, hyper_of
+from jaxreg.masks import all_masks, mask_bits, mask_bits_bytes, masks_from_bits
+from jaxreg.model import classify, cost, cross_entropy, initial_params, logits
 
 __all__ = [
     "MOMENTUM",
@@ -53,30 +54,6 @@ MOMENTUM = 0.9  # the usual heavy-ball coefficient for optimizer="momentum"
 MEMBERS = "members"  # the mesh axis a sweep's members are sharded over
 
 
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """The static part of a config: what changes the compiled program (hashable)."""
-
-    layer_dims: tuple[int, ...]
-    optimizer: str
-    decay: bool  # decoupled weight decay on (its value is traced)
-    dropout: bool  # False: no masks at all (every keep_prob is 1)
-    masks: str  # the mask schedule: "per-step", "fixed" or "course"
-    init: str
-    dtype: str
-    split: bool = False  # members train on weighted examples and are validated on others (a Split)
-    patience: int | None = None  # early stopping: validation checks without improvement before stopping
-
-    @classmethod
-    def of(cls, config: TrainConfig, split: bool = False) -> Program:
-        return cls(config.layer_dims, config.optimizer, config.weight_decay > 0, config.dropout, config.masks,
-                   config.init, config.dtype, split, config.early_stopping)
-
-    def for_init(self) -> Program:
-        """The part initialisation depends on: runs with and without dropout share one init program."""
-        return dataclasses.replace(self, dropout=False, masks="per-step", split=False)
-
-
 class Best(NamedTuple):
     """Early stopping's record, carried in the state: the parameters of the lowest validation cost."""
 
@@ -95,15 +72,6 @@ class TrainState(NamedTuple):
     key: jax.Array  # the run's base key (init and mask keys are split from it)
     step: jax.Array  # int32 scalar: the number of updates done so far
     best: Best | None = None  # with early stopping
-
-
-class Hyper(NamedTuple):
-    """The hyperparameters that are traced values (vmapped over by sweeps), in the run's dtype."""
-
-    lambd: Any  # scalar
-    keep_prob: Any  # (n_hidden,)
-    learning_rate: Any  # scalar
-    weight_decay: Any  # scalar; used where Program.decay
 
 
 class Split(NamedTuple):
@@ -153,13 +121,6 @@ def _optimizer(program: Program, hyper: Hyper) -> optax.GradientTransformation:
     return make_optimizer(program.optimizer, hyper.learning_rate, hyper.weight_decay if program.decay else None)
 
 
-def hyper_of(config: TrainConfig) -> Hyper:
-    """The traced hyperparameters of ``config``, as NumPy values (no device work)."""
-    dtype = np.dtype(config.dtype)
-    return Hyper(*(np.asarray(v, dtype) for v in (config.lambd, config.keep_prob, config.learning_rate,
-                                                   config.weight_decay)))
-
-
 def key_data(key=None, seed: int | None = None) -> tuple[np.ndarray, str]:
     """``(data, impl)`` of a key, on the host: a typed key, a legacy ``uint32[2]`` key, or
     ``jax.random.key(seed)``'s words ``[seed >> 32, seed & 0xFFFFFFFF]`` for a seed
@@ -178,7 +139,7 @@ def _initial_params(program: Program, init_key) -> dict:
     dtype = jnp.dtype(program.dtype)
     if program.init == "course":
         return {k: jnp.asarray(v, dtype) for k, v in reference.init_params(program.layer_dims).items()}
-    return init_params(init_key, program.layer_dims, program.init, dtype)
+    return initial_params(init_key, program.layer_dims, program.init, dtype)
 
 
 def _init_state(data, *, impl: str, program: Program) -> TrainState:
@@ -189,7 +150,7 @@ def _init_state(data, *, impl: str, program: Program) -> TrainState:
     params = _initial_params(program, init_key)
     opt_state = make_optimizer(program.optimizer, 1.0, 0.0 if program.decay else None).init(params)
     best = None
-    if program.patience is not None:
+    if program.early_stopping is not None:
         best = Best(params, jnp.asarray(jnp.inf, params["W1"].dtype), jnp.asarray(-1, jnp.int32),
                     jnp.zeros((), jnp.int32), jnp.asarray(-1, jnp.int32))
     return TrainState(params, opt_state, key, jnp.zeros((), jnp.int32), best)
@@ -219,10 +180,10 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, split: Split | None, X, Y
     ``dropout_masks(fold_in(mask_key, t), ...)``, fixed ones ``dropout_masks(mask_key, ...)``.
     With a ``split``, the member trains on ``split.train``'s examples and its validation
     cost after the chunk is measured on ``split.valid``'s; with early stopping
-    (``program.patience``) that check updates ``state.best``, and a member that has
+    (``program.early_stopping``) that check updates ``state.best``, and a member that has
     stopped keeps its parameters (its steps are computed and dropped: nothing retraces)."""
     weights = None if split is None else split.train
-    clean_cost = loss(state.params, X, Y, lambd=hyper.lambd, weights=weights)
+    clean_cost = cost(state.params, X, Y, hyper.lambd, weights=weights)
     params, opt_state, costs = _updates(state, hyper, masks, weights, X, Y, program=program, n_steps=n_steps)
     step = state.step + n_steps
     best, valid_cost, stopped = state.best, None, None
@@ -234,30 +195,30 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, split: Split | None, X, Y
     if split is not None and split.valid is not None:
         valid_cost = validation_cost(params, X, Y, split.valid)
     if best is not None:
-        best = _monitor(best, params, valid_cost, step, program.patience)
+        best = _monitor(best, params, valid_cost, step, program.early_stopping)
         stopped = best.stopped_at >= 0
     return TrainState(params, opt_state, state.key, step, best), costs, ChunkLog(clean_cost, valid_cost, stopped)
 
 
 def validation_cost(params: dict, X, Y, valid) -> jax.Array:
     """Mean cross-entropy of the full network on the examples of weight 1 in ``valid`` ``(1, m)``."""
-    return jnp.sum(valid * cross_entropy(forward(params, X), Y)) / jnp.sum(valid)
+    return jnp.sum(valid * cross_entropy(logits(params, X), Y)) / jnp.sum(valid)
 
 
 def _updates(state: TrainState, hyper: Hyper, masks, weights, X, Y, *, program: Program, n_steps: int):
     """The chunk's ``n_steps`` optimizer steps: ``(params, opt_state, costs (n_steps,))``."""
     optimizer = _optimizer(program, hyper)
+    # One traced scalar per hidden layer, sliced once, outside the loop (sliced inside the step,
+    # XLA fuses the dropout scale otherwise, and float64 results move by an ulp).
     keep_prob = tuple(hyper.keep_prob[i] for i in range(len(program.layer_dims) - 2))
     mask_key = jax.random.split(state.key)[1]
     m = X.shape[1]
 
     def step(carry, step_masks):
         params, opt_state = carry
-        cost, grads = jax.value_and_grad(loss)(
-            params, X, Y, lambd=hyper.lambd, masks=step_masks, keep_prob=keep_prob, weights=weights
-        )
+        value, grads = jax.value_and_grad(cost)(params, X, Y, hyper.lambd, step_masks, keep_prob, weights)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), cost
+        return (optax.apply_updates(params, updates), opt_state), value
 
     def bits(t):  # the packed bits of step t's masks, dropout_masks(fold_in(mask_key, t), ...)
         return mask_bits(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
@@ -280,7 +241,7 @@ def _updates(state: TrainState, hyper: Hyper, masks, weights, X, Y, *, program: 
 
     carry = (state.params, state.opt_state)
     if program.dropout and program.masks == "fixed":
-        masks = dropout_masks(mask_key, program.layer_dims, m, keep_prob)
+        masks = all_masks(mask_key, program.layer_dims, m, keep_prob)
     if not program.dropout or masks is not None:
         fixed = masks if program.dropout else None
         carry, costs = jax.lax.scan(lambda c, _: step(c, fixed), carry, length=n_steps)
@@ -301,9 +262,9 @@ def _evaluate(params: dict, lambd, X, Y, X_test=None, split: Split | None = None
     predictions, and with a ``split`` its validation cost."""
     weights = None if split is None else split.train
     return Evaluation(
-        final_cost=loss(params, X, Y, lambd=lambd, weights=weights),
-        predictions=predict(params, X),
-        test_predictions=None if X_test is None else predict(params, X_test),
+        final_cost=cost(params, X, Y, lambd, weights=weights),
+        predictions=classify(params, X),
+        test_predictions=None if X_test is None else classify(params, X_test),
         valid_cost=None if split is None or split.valid is None else validation_cost(params, X, Y, split.valid),
     )
 

@@ -3,7 +3,7 @@
 An allocation larger than the memory can fail in ways a command cannot answer (XLA waiting
 forever for it, the kernel killing the process), so a program whose estimate does not fit
 is refused with both figures. Estimates are generous (see
-:func:`jaxreg.sweep.member_bytes`); the limit is the device's memory where it reports it
+:func:`member_bytes`); the limit is the device's memory where it reports it
 (GPUs, TPUs), else the host's (physical memory, or the container's limit where lower).
 This module imports nothing heavy: the command line uses it before JAX starts.
 """
@@ -11,8 +11,14 @@ This module imports nothing heavy: the command line uses it before JAX starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-__all__ = ["MEMBER_HOST_BYTES", "MemoryLimit", "device_memory", "host_memory", "require", "size", "sweep_host_bytes"]
+import numpy as np
+
+from jaxreg import validate
+
+__all__ = ["MEMBER_HOST_BYTES", "MemoryLimit", "device_memory", "host_memory", "member_bytes", "require", "size",
+           "sweep_host_bytes"]
 
 MEMBER_HOST_BYTES = 4096  # host bytes a sweep member costs at least: its configuration, records and report entry
 _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -62,6 +68,30 @@ def require(what: str, need: int, limit: int | None, where: str, remedy: str) ->
     """Raise :class:`MemoryLimit` when ``need`` bytes exceed ``limit`` (None: unknown, no check)."""
     if limit is not None and need > limit:
         raise MemoryLimit(f"{what} needs about {size(need)} of memory, more than {where} ({size(limit)}); {remedy}")
+
+
+def member_bytes(layer_dims: Sequence[int], m: int, *, dtype: str = "float32", optimizer: str = "sgd",
+                 n_steps: int = 1, split: bool = False, early_stopping: bool = False) -> int:
+    """A generous estimate of the device bytes one member of a sweep needs while training.
+
+    Parameters, gradients, updates and the new parameters (4 copies; one more for early
+    stopping's best) plus the optimizer's moments; per step the activations kept for the
+    backward pass and their gradients (about 6 numbers per unit and example), the masks
+    (5 bytes per hidden unit and example, generously), the block of packed mask bits that
+    ``run_chunk`` draws ahead for per-step masks (at most 1 MiB; twice one step's bits,
+    generously, where those are more), the ``n_steps`` costs and, with a validation split,
+    its two weights per example."""
+    from jaxreg.masks import mask_bits_bytes  # imports JAX: only where an estimate is made
+
+    dims = validate.layer_dims(layer_dims)
+    itemsize = np.dtype(dtype).itemsize
+    n_params = sum(dims[l] * dims[l - 1] + dims[l] for l in range(1, len(dims)))
+    copies = 4 + {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2) + early_stopping
+    units, hidden = sum(dims[1:]), sum(dims[1:-1])
+    step_bits = mask_bits_bytes(dims, m)
+    mask_block = max(min(2**20, step_bits * max(n_steps, 1)), 2 * step_bits)
+    numbers = copies * n_params + 6 * units * m + n_steps + 2 * m * split
+    return itemsize * numbers + 5 * hidden * m + mask_block
 
 
 def sweep_host_bytes(members: int, state_bytes: int, logged: int) -> int:

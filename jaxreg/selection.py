@@ -18,8 +18,8 @@ import jax
 import numpy as np
 
 from jaxreg.config import TrainConfig
+from jaxreg.members import TrainResult, seed_keys
 from jaxreg.programs import TrainState
-from jaxreg.training import TrainResult
 
 __all__ = ["SweepResult", "NoChoice"]
 
@@ -59,40 +59,67 @@ class SweepResult(NamedTuple):
     n_programs: int  # compiled programs: 2 where the grid mixes keep_prob 1 and dropout, else 1
     n_chunks: int  # runs of a compiled program, one after the other: n_programs, more when memory-bound
     n_devices: int  # devices the members were sharded over
+    runs: tuple[TrainResult, ...] = ()  # each member's run, as train returns it (member(i))
 
     @property
     def params(self) -> dict:
         """Stacked final parameters ``{"W<l>": (n, n_l, n_{l-1}), ...}``."""
         return self.states.params
 
+    @classmethod
+    def of(cls, runs: list[TrainResult], seed: np.ndarray, fold: np.ndarray, validation: str | None,
+           **counts) -> SweepResult:
+        """The members' runs (each as :func:`jaxreg.train` returns it) in grid order, stacked:
+        histories NaN-padded to the longest (a member's ends where its run alone ends)."""
+        k = max(len(r.iterations) for r in runs)
+        j = max(len(r.valid_iterations) for r in runs)
+        longest = next(r for r in runs if len(r.iterations) == k)
+        longest_valid = next(r for r in runs if len(r.valid_iterations) == j)
+
+        def rows(name, length):
+            return np.stack([np.pad(np.asarray(getattr(r, name), np.float64), (0, length - len(getattr(r, name))),
+                                    constant_values=np.nan) for r in runs])
+
+        def metric(name):
+            values = [getattr(r, name) for r in runs]
+            return None if values[0] is None else np.asarray(values, np.float64)
+
+        def when(name):
+            return np.asarray([-1 if getattr(r, name) is None else getattr(r, name) for r in runs], np.int64)
+
+        states = [r.state._replace(key=None) for r in runs]
+        states = jax.tree_util.tree_map(lambda *a: np.stack(a), *states)
+        keys = jax.random.wrap_key_data(seed_keys(seed))
+        return cls(
+            lambd=np.asarray([r.config.lambd for r in runs]),
+            keep_prob=tuple(r.config.keep_prob for r in runs),
+            seed=np.asarray(seed).astype(np.int64),
+            fold=np.asarray(fold, np.int64),
+            states=states._replace(key=keys),
+            iterations=longest.iterations,
+            costs=rows("costs", k),
+            clean_costs=rows("clean_costs", k),
+            valid_iterations=longest_valid.valid_iterations,
+            valid_costs=rows("valid_costs", j),
+            final_cost=metric("final_cost"),
+            train_accuracy=metric("train_accuracy"),
+            valid_accuracy=metric("valid_accuracy"),
+            valid_cost=metric("valid_cost"),
+            test_accuracy=metric("test_accuracy"),
+            best_iteration=when("best_iteration"),
+            stopped_at=when("stopped_at"),
+            diverged_at=when("diverged_at"),
+            configs=tuple(r.config for r in runs),
+            validation=validation,
+            refit=None,
+            runs=tuple(runs),
+            **counts,
+        )
+
     def member(self, i: int) -> TrainResult:
         """Member ``i`` as the :class:`~jaxreg.training.TrainResult` that ``train`` returns
         (for a diverged member: the one carried by ``TrainingDiverged.result``)."""
-        keys = np.asarray(jax.random.key_data(self.states.key))
-        state = jax.tree_util.tree_map(lambda a: jax.device_put(a[i]), self.states._replace(key=None))
-        state = state._replace(key=jax.random.wrap_key_data(keys[i], impl=str(jax.random.key_impl(self.states.key))))
-        params = state.params if state.best is None else state.best.params
-        # Its history ends where a run alone ends: before a divergence, or at the check that stopped it.
-        stop = self.diverged_at[i] if self.diverged_at[i] >= 0 else np.inf
-        k = int(np.searchsorted(self.iterations, min(stop, self.stopped_at[i] if self.stopped_at[i] >= 0 else stop)))
-        j = int(np.searchsorted(self.valid_iterations, stop if self.stopped_at[i] < 0 else self.stopped_at[i] + 1))
-        return TrainResult(
-            params=params,
-            state=state,
-            iterations=self.iterations[:k],
-            costs=self.costs[i, :k],
-            clean_costs=self.clean_costs[i, :k],
-            final_cost=float(self.final_cost[i]),
-            train_accuracy=float(self.train_accuracy[i]),
-            test_accuracy=_at(self.test_accuracy, i),
-            config=self.configs[i],
-            valid_accuracy=_at(self.valid_accuracy, i),
-            valid_cost=_at(self.valid_cost, i),
-            valid_iterations=self.valid_iterations[:j],
-            valid_costs=self.valid_costs[i, :j],
-            best_iteration=None if self.best_iteration[i] < 0 else int(self.best_iteration[i]),
-            stopped_at=None if self.stopped_at[i] < 0 else int(self.stopped_at[i]),
-        )
+        return self.runs[i]
 
     def records(self) -> list[dict]:
         """One plain dict per member (JSON-ready): its configuration, fold and results."""

@@ -11,7 +11,10 @@ scikit-learn; the estimator transposes to the library's ``(n_x, m)`` layout and 
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import numbers
+import textwrap
 import warnings
 
 import numpy as np
@@ -22,8 +25,9 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted
 
 import jaxreg
-from jaxreg.config import TrainConfig
+from jaxreg.config import Setting, TrainConfig, settings
 from jaxreg.diagnose import StuckWarning
+from jaxreg.errors import ConfigError
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -31,12 +35,87 @@ except ImportError:  # pragma: no cover - older scikit-learn: the estimator's ow
     def _validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
-__all__ = ["MLPClassifier"]
+__all__ = ["MLPClassifier", "parameters", "estimator_init"]
 
 _SEED_HIGH = np.iinfo(np.int32).max  # seeds drawn from a RandomState lie in [0, 2**31 - 1)
 
-# jaxreg's names for the estimator's parameters, as its messages start: "dtype: got ..."
-_RENAMED = {"dtype": "precision", "validation_split": "validation_fraction", "early_stopping": "n_iter_no_change"}
+
+# The estimator's own parameters (not settings of a run), with their defaults.
+_OWN = {
+    "early_stopping": False,  # hold out validation_fraction and stop on it (with patience n_iter_no_change)
+    "validation_fraction": 0.1,  # jaxreg.train's validation_split
+    "random_state": None,  # seeds the run: None is seed 0
+}
+_OWN_NAMES = {"validation_split": "validation_fraction"}  # library arguments this estimator names otherwise
+
+_NOTES = {  # what the estimator adds to a setting's help: why its default differs, how it is used here
+    "iterations": "The textbook runs 30000 at learning rate 0.3. On the built-in dataset, L2 (``lambd=0.7``) and "
+    "dropout (``keep_prob=0.86``) runs are within about a point of their 30000-iteration test accuracy by 2000 "
+    "steps, raw or standardised; the unregularised network overfits only later. A small network's step costs "
+    "microseconds, so a fit's time is mostly compilation either way; 2000 keeps a fit, and ``check_estimator``'s "
+    "dozens of fits, quick.",
+    "early_stopping": "Used where ``early_stopping=True``.",
+}
+
+
+def _default(field, s: Setting):
+    if s.sklearn_default is not dataclasses.MISSING:
+        return s.sklearn_default
+    return s.outer_default if s.outer is not None else field.default
+
+
+def parameters(table=TrainConfig) -> list[inspect.Parameter]:
+    """The estimator's parameters: every setting of ``table`` under its scikit-learn name (the first,
+    ``hidden_layer_sizes``, also by position), then the estimator's own."""
+    kinds = iter([inspect.Parameter.POSITIONAL_OR_KEYWORD])
+    found = [inspect.Parameter(s.sklearn or name, next(kinds, inspect.Parameter.KEYWORD_ONLY), default=_default(f, s))
+             for name, (f, s) in settings(table).items()]
+    return found + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=v) for name, v in _OWN.items()]
+
+
+def estimator_init(table=TrainConfig):
+    """An ``__init__`` whose signature is :func:`parameters` (scikit-learn's ``get_params`` reads it);
+    it stores each argument as it is, as scikit-learn requires."""
+    signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                                   *parameters(table)])
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    return __init__
+
+
+def _docstring(table=TrainConfig) -> str:
+    """The parameters' section of the estimator's docstring, from the table's help."""
+    lines = []
+    for name, (f, s) in settings(table).items():
+        lines.append(f"{s.sklearn or name} : default {_default(f, s)!r}")
+        lines += textwrap.wrap(" ".join([s.help + ".", _NOTES.get(name, "")]), 92, initial_indent="    ",
+                               subsequent_indent="    ")
+    return "\n    ".join(lines)
+
+
+def _hidden(sizes) -> tuple[int, ...]:
+    """``hidden_layer_sizes`` as a tuple of widths (an int is one hidden layer)."""
+    given = sizes
+    if isinstance(sizes, numbers.Integral):
+        sizes = (sizes,)
+    sizes = tuple(sizes) if isinstance(sizes, list | tuple | np.ndarray) else None
+    if not sizes or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise ConfigError("hidden_layer_sizes", given, "a non-empty tuple of positive ints (one width per hidden "
+                          "layer)")
+    return sizes
+
+
+def _named(err: ConfigError, table=TrainConfig) -> ConfigError:
+    """``err`` named by the estimator's parameter (``precision``, not ``dtype``)."""
+    declared = settings(table).get(err.field)
+    name = (declared[1].sklearn if declared else None) or _OWN_NAMES.get(err.field, err.field)
+    return err.renamed(name)
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
@@ -49,40 +128,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    hidden_layer_sizes : tuple of int, default (20, 3)
-        Widths of the hidden layers: the network is ``[n_features, *hidden_layer_sizes, 1]``.
-    lambd : float, default 0.0
-        L2 strength: ``lambd / (2 m) * sum ||W_l||^2`` is added to the cost.
-    keep_prob : float or tuple of float, default 1.0
-        Probability of *keeping* a hidden unit (inverted dropout); one value, or one per
-        hidden layer. 1.0: no dropout.
-    learning_rate : float, default 0.3
-        The textbook's step size.
-    iterations : int, default 2000
-        Full-batch gradient steps. The textbook runs 30000 at learning rate 0.3. On the
-        built-in dataset, L2 (``lambd=0.7``) and dropout (``keep_prob=0.86``) runs are within
-        about a point of their 30000-iteration test accuracy by 2000 steps, raw or
-        standardised; the unregularised network overfits only later (train accuracy 0.85 at
-        2000, 0.91 at 30000). A small network's step costs microseconds, so a fit's time is
-        mostly compilation (once per data shape) either way; 2000 keeps a fit, and
-        ``check_estimator``'s dozens of fits, quick. Use 30000 for the textbook's comparison.
-    optimizer : {"sgd", "momentum", "adam"}, default "sgd"
-        ``"sgd"`` is plain gradient descent, as in the textbook.
-    weight_decay : float, default 0.0
-        Decoupled decay of the weights, apart from ``lambd``.
-    init : {"he", "lecun", "zeros", "course"}, default "he"
-    precision : {"float32", "float64"}, default "float32"
-        ``"float64"`` needs ``jax.config.update("jax_enable_x64", True)``.
-    log_every : int, default 100
-        The training cost is recorded (``costs_``) every ``log_every`` iterations; with early
-        stopping the validation cost is checked as often.
+    {settings}
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the training examples (stratified) and stop after
         ``n_iter_no_change`` checks without improvement of their cost, keeping the best
         check's parameters.
     validation_fraction : float, default 0.1
-    n_iter_no_change : int, default 5
-        Patience, in validation checks (one every ``log_every`` iterations).
     random_state : None, int or numpy.random.RandomState, default None
         Seeds initialisation, dropout masks and the early-stopping split:
         ``jax.random.key(seed)``. ``None`` means seed 0, so fits are reproducible by default
@@ -95,7 +146,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray (n_features_in_,), only when ``X`` had string column names
     params_ : dict of ndarray
-        ``{"W1": (n_1, n_features), "b1": (n_1, 1), ..., "WL": (1, n_{L-1}), "bL": (1, 1)}``.
+        ``{{"W1": (n_1, n_features), "b1": (n_1, 1), ..., "WL": (1, n_{{L-1}}), "bL": (1, 1)}}``.
     costs_ : ndarray (k,)
         Training cost (with dropout where on, L2 included) at ``cost_iterations_``.
     cost_iterations_ : ndarray (k,)
@@ -112,38 +163,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         The seed the run used.
     """
 
-    def __init__(
-        self,
-        hidden_layer_sizes=(20, 3),
-        *,
-        lambd=0.0,
-        keep_prob=1.0,
-        learning_rate=0.3,
-        iterations=2000,
-        optimizer="sgd",
-        weight_decay=0.0,
-        init="he",
-        precision="float32",
-        log_every=100,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=5,
-        random_state=None,
-    ):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.lambd = lambd
-        self.keep_prob = keep_prob
-        self.learning_rate = learning_rate
-        self.iterations = iterations
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.init = init
-        self.precision = precision
-        self.log_every = log_every
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.random_state = random_state
+    _table = TrainConfig  # the settings this estimator's parameters are derived from
+    __init__ = estimator_init(TrainConfig)
+    __doc__ = __doc__.format(settings=_docstring(TrainConfig))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -157,34 +179,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _config(self, n_features: int) -> TrainConfig:
         """The run's :class:`jaxreg.TrainConfig` for ``n_features`` inputs; errors name the estimator's parameters."""
-        sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral):
-            sizes = (sizes,)
-        sizes = tuple(sizes) if isinstance(sizes, list | tuple | np.ndarray) else None
-        if not sizes or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in sizes):
-            raise ValueError(f"hidden_layer_sizes: got {self.hidden_layer_sizes!r}, expected a non-empty tuple of "
-                             "positive ints (one width per hidden layer)")
-        keep_prob = self.keep_prob
-        if not isinstance(keep_prob, numbers.Real):
-            keep_prob = tuple(keep_prob)
+        values = {}
+        for name, (_, s) in settings(self._table).items():
+            value = getattr(self, s.sklearn or name)
+            values[name] = s.outer(_hidden(value), n_features) if s.outer is not None else value
         if not isinstance(self.early_stopping, bool | np.bool_):
-            raise ValueError(f"early_stopping: got {self.early_stopping!r}, expected True or False")
+            raise ConfigError("early_stopping", self.early_stopping, "True or False")
+        if not self.early_stopping:
+            values["early_stopping"] = None
+        if not isinstance(values["keep_prob"], numbers.Real):
+            values["keep_prob"] = tuple(values["keep_prob"])
         try:
-            return TrainConfig(
-                layer_dims=(n_features, *sizes, 1),
-                lambd=self.lambd,
-                keep_prob=keep_prob,
-                learning_rate=self.learning_rate,
-                iterations=self.iterations,
-                optimizer=self.optimizer,
-                weight_decay=self.weight_decay,
-                init=self.init,
-                log_every=self.log_every,
-                dtype=self.precision,
-                early_stopping=self.n_iter_no_change if self.early_stopping else None,
-            )
-        except (ValueError, TypeError) as err:
-            raise _renamed(err) from None
+            return self._table(**values)
+        except ConfigError as err:
+            raise _named(err, self._table) from None
 
     def _seed(self) -> int:
         if self.random_state is None:
@@ -227,16 +235,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", StuckWarning)
-                result = jaxreg.train(Xt, Y, config, seed=seed, **options)
+                result = jaxreg.train(Xt, Y, config, seed=seed, on_divergence="return", **options)
             for w in caught:  # scikit-learn's users filter convergence problems by this class
                 category = ConvergenceWarning if issubclass(w.category, StuckWarning) else w.category
                 warnings.warn(f"{type(self).__name__}: {w.message}", category, stacklevel=2)
-        except jaxreg.TrainingDiverged as err:
-            warnings.warn(f"{type(self).__name__}: {err}, or scale the features (StandardScaler)",
-                          ConvergenceWarning, stacklevel=2)
-            result = err.result
-        except (ValueError, TypeError) as err:
-            raise _renamed(err) from None
+        except ConfigError as err:
+            raise _named(err, self._table) from None
+        if result.diverged_at is not None:
+            warnings.warn(f"{type(self).__name__}: training diverged at iteration {result.diverged_at}; the "
+                          f"parameters of iteration {int(result.state.step)} were kept: try a smaller learning rate, "
+                          "or scale the features (StandardScaler)", ConvergenceWarning, stacklevel=2)
         self.classes_ = classes
         self.config_ = config
         self.seed_ = seed
@@ -278,10 +286,3 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.asarray(jaxreg.predict(self.params_, Xt))[0]]
 
 
-def _renamed(err: Exception) -> Exception:
-    """``err`` with jaxreg's name of a parameter (``dtype: got ...``) replaced by the estimator's."""
-    text = str(err)
-    name = text.split(":", 1)[0]
-    if name in _RENAMED:
-        return type(err)(_RENAMED[name] + text[len(name):])
-    return err

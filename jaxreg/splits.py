@@ -14,7 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DEFAULT_FOLDS", "Splits", "stratified_folds", "holdout", "appended", "check_folds", "check_fraction"]
+from jaxreg import validate
+from jaxreg.errors import ConfigError, ConfigTypeError
+
+__all__ = ["DEFAULT_FOLDS", "Splits", "choose", "stratified_folds", "holdout", "appended", "check_folds"]
 
 
 DEFAULT_FOLDS = 5  # cross-validation folds where no other validation is given, as scikit-learn's GridSearchCV
@@ -32,14 +35,38 @@ class Splits(NamedTuple):
 
 def check_folds(folds, m: int) -> int:
     if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or not 2 <= folds <= m:
-        raise ValueError(f"folds: got {folds!r}, expected an integer from 2 to the {m} training examples")
+        raise ConfigError("folds", folds, f"an integer from 2 to the {m} training examples")
     return int(folds)
 
 
-def check_fraction(fraction, name: str = "validation_split") -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float | np.floating) or not 0 < fraction < 1:
-        raise ValueError(f"{name}: got {fraction!r}, expected a fraction in (0, 1)")
-    return float(fraction)
+def choose(X, Y, *, folds=None, validation=None, validation_split=None, split_seed=0,
+           early_stopping=None) -> Splits | None:
+    """How a run is validated, checked: stratified ``folds`` (0 or None: none), a separate
+    ``validation=(X_val, Y_val)`` set or a held-out ``validation_split`` fraction, drawn from
+    ``split_seed``; None without validation (refused where ``early_stopping`` needs it)."""
+    if folds is not None and (validation is not None or validation_split is not None):
+        raise ConfigError("folds", folds, "one way to validate", shown="folds beside validation data")
+    if validation is not None and validation_split is not None:
+        raise ConfigError("validation, validation_split", None, "one", shown="both")
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    if folds is not None and folds != 0:
+        if not isinstance(folds, bool) and isinstance(folds, int | np.integer) and folds == 1:
+            raise ConfigError("folds", folds, "0 (no validation) or a count from 2 (cross-validation)")
+        return stratified_folds(X, Y, folds, validate.seed(split_seed, "split_seed"))
+    if validation is not None:
+        if not isinstance(validation, tuple | list) or len(validation) != 2:
+            raise ConfigTypeError("validation", validation, "a pair (X_val, Y_val)", shown=type(validation).__name__)
+        X_val, Y_val = validation
+        validate.features_and_labels(X_val, Y_val, "X_val", "Y_val")
+        if X_val.shape[0] != X.shape[0]:
+            raise ConfigError("X_val", X_val.shape[0], f"{X.shape[0]} as in X", shown=f"{X_val.shape[0]} features")
+        return appended(X, Y, np.asarray(X_val, np.float64), np.asarray(Y_val, np.float64))
+    if validation_split is not None:
+        return holdout(X, Y, validation_split, validate.seed(split_seed, "split_seed"))
+    if early_stopping is not None:
+        raise ConfigError("early_stopping", early_stopping, "validation=(X_val, Y_val) or validation_split=F (the "
+                          "cost it watches)", shown=f"{early_stopping} without validation data")
+    return None
 
 
 def _stratified_order(Y: np.ndarray, seed: int) -> np.ndarray:
@@ -65,7 +92,7 @@ def stratified_folds(X: np.ndarray, Y: np.ndarray, folds: int, seed: int = 0) ->
 def holdout(X: np.ndarray, Y: np.ndarray, fraction: float, seed: int = 0) -> Splits:
     """One split validating on about ``fraction`` of each class (at least one example of
     each, at most all but one), training on the rest."""
-    fraction = check_fraction(fraction)
+    fraction = validate.fraction(fraction)
     labels = np.asarray(Y).reshape(-1)
     rank = _stratified_order(Y, seed)
     valid = np.zeros(labels.size, X.dtype)
@@ -74,8 +101,8 @@ def holdout(X: np.ndarray, Y: np.ndarray, fraction: float, seed: int = 0) -> Spl
         keep = min(max(1, round(fraction * count)), count - 1)
         valid[(labels == cls) & (rank < keep)] = 1
     if valid.sum() == 0 or valid.sum() == labels.size:
-        raise ValueError(f"validation_split: got {fraction}, which leaves no example to train or to validate on "
-                         f"among {labels.size}")
+        raise ConfigError("validation_split", fraction, f"a fraction that leaves examples to train and to validate "
+                          f"on among {labels.size}")
     return Splits(X, Y, (1 - valid)[None, None], valid[None, None], f"holdout {fraction:g}")
 
 

@@ -325,7 +325,8 @@ SHARDED = textwrap.dedent("""
     import jax
     import numpy as np
     jax.config.update("jax_enable_x64", True)
-    from jaxreg.sweep import sweep, train_data_parallel
+    from jaxreg.sweep import sweep
+    from jaxreg.training import train_data_parallel
     from jaxreg.training import train
 
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from cli_output import PROGRESS, is_report
 
 import jaxreg
 from jaxreg import data, diagnose
-from jaxreg.cli import common, main
+from jaxreg.cli import main, output
 from jaxreg.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_version():
     (["train", "--lambd", "-1"], "--lambd: got -1, expected a finite number >= 0"),
     (["train", "--learning-rate", "0"], "--learning-rate: got 0"),
     (["train", "--test-split", "1.5"], "--test-split: got 1.5, expected a fraction in (0, 1)"),
-    (["train", "--test-split", "0.2"], "--test-split: default already has a test set"),
+    (["train", "--test-split", "0.2"], "--test-split: got 0.2, expected data without a test set (default already"),
     (["train", "--checkpoint", "c.npz", "--checkpoint-every", "0"], "--checkpoint-every: got 0, expected"),
     (["sweep", "--keep-prob", "1", "0"], "--keep-prob: got 0, expected values in (0, 1]"),
     (["gradcheck", "--keep-prob", "0"], "--keep-prob: got 0, expected values in (0, 1]"),
@@ -119,7 +119,7 @@ def test_progress_lines_when_not_a_terminal():
 def test_terminal_bar_starts_its_clock_after_the_first_chunk(monkeypatch):
     """On a terminal the tqdm bar is made after the first chunk (which compiles), from where it stands."""
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    progress = common.Progress(3000, quiet=False)
+    progress = output.Progress(3000, quiet=False)
     assert progress.bar is None
     progress.costs(0, np.full(1000, 0.5))
     progress(1000, 3000)
@@ -131,7 +131,7 @@ def test_terminal_bar_starts_its_clock_after_the_first_chunk(monkeypatch):
 
 
 def test_the_figure_trace_is_fine_whatever_log_every():
-    progress = common.Progress(5000, quiet=True, trace_every=common.trace_every(5000))
+    progress = output.Progress(5000, quiet=True, trace_every=output.trace_every(5000))
     for start in range(0, 5000, 2500):
         progress.costs(start, np.arange(start, start + 2500, dtype=float))
     iterations, costs = progress.trace

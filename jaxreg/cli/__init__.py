@@ -2,7 +2,10 @@
 
 Nothing imports this package. Bad input ends with one line on stderr and exit
 status 2, never a traceback; results go to stdout. One module per command, imported
-by :func:`main` once its signal handlers are in place (:mod:`jaxreg.cli.interrupt`).
+by :func:`main` once its signal handlers are in place (:mod:`jaxreg.cli.interrupt`). The
+commands are written from three plain parts: :mod:`~jaxreg.cli.flags` (derived from the
+settings table), :mod:`~jaxreg.cli.session` (inputs, outputs, resources, JAX's start) and
+:mod:`~jaxreg.cli.output` (progress, tables, JSON, figures).
 """
 
 from __future__ import annotations
@@ -11,23 +14,24 @@ import contextlib
 import os
 import sys
 
-from jaxreg.cli import common, interrupt
-from jaxreg.cli.common import UsageError
+from jaxreg.cli import flags, interrupt
+from jaxreg.cli.flags import UsageError
+from jaxreg.errors import TrainingDiverged
 
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> common.Parser:
+def build_parser() -> flags.Parser:
     from jaxreg import __version__
     from jaxreg.cli import compare, gradcheck, sweep, train
 
-    parser = common.Parser(prog="jaxreg", description="L2 and inverted dropout for small deep networks, "
+    parser = flags.Parser(prog="jaxreg", description="L2 and inverted dropout for small deep networks, "
                            "in pure JAX, checked against the textbook's NumPy backprop.",
                            epilog="Each command's flags and defaults: jaxreg COMMAND --help. Exit status: 0 done, "
                            "1 training diverged (or, for gradcheck, the check failed), 2 bad input (one line on "
                            "stderr), 130 interrupted, 141 the output's reader went away (| head).")
     parser.add_argument("--version", action="version", version=f"jaxreg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=common.Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
     for command in (train, compare, sweep, gradcheck):
         command.add(sub)
     return parser
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    from jaxreg.cli.session import Session
+
     args = None
     try:
         parser = build_parser()
@@ -67,10 +73,9 @@ def _run(argv: list[str] | None) -> int:
             parser.print_help(sys.stderr)
             return 2
         args = parser.parse_args(argv)
-        status = args.func(args)
-        hosts = sys.modules.get("jaxreg.hosts")
-        if hosts is not None:
-            hosts.sync("jaxreg: done")  # the other processes wait for the first's output
+        session = Session(args)
+        status = args.func(args, session)
+        session.finish()  # the other processes wait for the first's output
         interrupt.check()
         return status
     except KeyboardInterrupt:
@@ -80,14 +85,12 @@ def _run(argv: list[str] | None) -> int:
     except BrokenPipeError:
         return _closed_pipe()
     except (ValueError, TypeError) as err:  # named by the flag the user typed, not the library's argument
-        err = err if args is None else common.renamed(err, common.typed_values(args))
-        return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
+        return interrupt.end(f"jaxreg: error: {_message(flags.named(err, args))}", 2)
     except (OSError, ImportError, MemoryError) as err:
         return interrupt.end(f"jaxreg: error: {_message(err)}", 2)
+    except TrainingDiverged as err:
+        return interrupt.end(f"jaxreg: error: {err}", 1)
     except RuntimeError as err:
-        training = sys.modules.get("jaxreg.training")  # not imported: nothing trained, nothing diverged
-        if training is not None and isinstance(err, training.TrainingDiverged):
-            return interrupt.end(f"jaxreg: error: {err}", 1)
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
         return interrupt.end(f"jaxreg: error: {_message(err)}", 2)

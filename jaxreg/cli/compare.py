@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from jaxreg.cli import common, interrupt
-from jaxreg.config import check_seed
+from jaxreg import validate
+from jaxreg.cli import flags, interrupt, output, session
 
 COMPARE_OUT = "out/compare.png"
 DEFAULT_TEST_SPLIT = 0.25  # held out as the test set from data without one (the comparison is about the test set)
@@ -15,48 +15,49 @@ def add(sub) -> None:
         description="Train the same network three ways (no regularization, L2, dropout) on the same data, "
         "print their accuracies and write one figure with the decision boundaries and cost curves. Data without a "
         f"test set gets one: --test-split {DEFAULT_TEST_SPLIT:g} unless given.")
-    common.add_data_flags(p)
-    common.add_training_flags(p, regularization=False)
-    p.add_argument("--lambd", type=float, default=0.7, help="L2 strength of the L2 run (default 0.7)")
-    p.add_argument("--keep-prob", type=common.floats, default=(0.86,), metavar="P[,P...]",
-                   help="keep_prob of the dropout run (default 0.86)")
-    p.add_argument("--plot", metavar="PATH", default=COMPARE_OUT, help=f"the figure (default {COMPARE_OUT})")
+    flags.add_data_flags(p)
+    flags.add_settings(p, exclude=("early_stopping",), lambd={"default": 0.7, "help": "L2 strength of the L2 run"},
+                       keep_prob={"default": (0.86,), "help": "keep_prob of the dropout run"})
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="key for initialisation and dropout masks")
+    flags.add_run_flags(p)
+    p.add_argument("--plot", metavar="PATH", default=COMPARE_OUT, help="the figure")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    check_seed(args.seed, "--seed")
-    common.check_paths(args, {"--plot": args.plot})
-    dataset = common.dataset(args, test_split=DEFAULT_TEST_SPLIT)
+def run(args, s: session.Session) -> int:
+    validate.seed(args.seed)
+    session.check_paths(args, {"--plot": args.plot})
+    dataset = session.dataset(args, test_split=DEFAULT_TEST_SPLIT)
     n_x = dataset.X.shape[0]
+    none = {"lambd": 0.0, "keep_prob": (1.0,)}
     configs = {
-        "no regularization": common.config(args, n_x),
-        f"L2, lambd {args.lambd:g}": common.config(args, n_x, lambd=args.lambd),
-        "dropout, keep_prob " + ",".join(f"{p:g}" for p in args.keep_prob): common.config(
-            args, n_x, keep_prob=args.keep_prob),
+        "no regularization": flags.config(args, n_x, **none),
+        f"L2, lambd {args.lambd:g}": flags.config(args, n_x, **{**none, "lambd": args.lambd}),
+        "dropout, keep_prob " + ",".join(f"{p:g}" for p in args.keep_prob): flags.config(
+            args, n_x, **{**none, "keep_prob": args.keep_prob}),
     }
     figure = args.plot if n_x == 2 else None
-    clock = common.start_jax(args)
-    common.check_memory(configs[next(reversed(configs))], dataset, figure=bool(figure))  # the dropout run
+    clock = s.start_jax()
+    session.check_memory(configs[next(reversed(configs))], dataset, figure=bool(figure))  # the dropout run
     if figure:
-        common.preload_plotting()
+        output.preload_plotting()
     runs, timing = {}, {}
     for name, config in configs.items():
-        with common.Timed(clock) as timing[name]:
-            progress = common.Progress(args.iterations, args.json, name,
-                                       trace_every=common.trace_every(args.iterations) if figure else None)
-            runs[name] = common.fit(dataset, config, args.seed, progress), progress.trace
+        with output.Timed(clock) as timing[name]:
+            progress = output.Progress(args.iterations, args.json, name, main=s.is_main,
+                                       trace_every=output.trace_every(args.iterations) if figure else None)
+            runs[name] = session.fit(dataset, config, args.seed, progress), progress.trace
     if figure:
         from jaxreg.files import atomic_write
 
-        png = common.figure(runs, dataset)
+        png = output.figure(runs, dataset)
         interrupt.check()
         atomic_write(figure, png)
     runs = {name: result for name, (result, _) in runs.items()}
     if args.json:
-        common.print_json({"data": dataset.name, "layer_dims": list(configs[next(iter(configs))].layer_dims),
+        output.print_json({"data": dataset.name, "layer_dims": list(configs[next(iter(configs))].layer_dims),
                            "seed": args.seed, "figure": figure,
-                           "runs": {name: {**common.summary(r, timing[name]), "config": r.config.to_json()}
+                           "runs": {name: {**output.summary(r, timing[name]), "config": r.config.to_json()}
                                     for name, r in runs.items()}})
         return 0
     layer_dims = list(runs[next(iter(runs))].config.layer_dims)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxreg.cli import common
+from jaxreg.cli import flags, session
 
 
 def add(sub) -> None:
@@ -14,18 +14,15 @@ def add(sub) -> None:
         "NumPy backprop) for seeded random parameters on seeded random data or --data. Exit status 0 when "
         "the check passes under --rule, 1 when it fails, 2 on bad input.",
     )
-    p.add_argument("--layers", type=common.ints, default=(5, 3), metavar="N1,N2,...",
-                   help="hidden widths (default 5,3: the textbook's gradient-check network [4, 5, 3, 1], small "
-                   "so that its per-coordinate report stays readable; train, compare and sweep default to 20,3, "
-                   "which --layers 20,3 checks in well under a second)")
+    flags.add_settings(p, names=("layer_dims", "lambd", "keep_prob"), layer_dims={
+        "default": (5, 3), "help": "hidden widths (default 5,3: the textbook's gradient-check network [4, 5, 3, 1], "
+        "small so that its per-coordinate report stays readable; train, compare and sweep default to 20,3, which "
+        "--layers 20,3 checks in well under a second)"})
     p.add_argument("--n-x", type=int, default=None, help="features of the random data (default 4)")
     p.add_argument("--m", type=int, default=None,
                    help="examples (default 3; with --data all training examples, or the first M)")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="a dataset file instead of random data (as jaxreg train --data: .npz, .mat or .csv)")
-    p.add_argument("--lambd", type=float, default=0.0, help="L2 strength (default 0)")
-    p.add_argument("--keep-prob", type=common.floats, default=(1.0,),
-                   help="probability of KEEPING a unit, one value or one per hidden layer (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seeds parameters, data, masks, directions")
     p.add_argument("--epsilon", type=float, default=1e-7, help="finite-difference step (default 1e-7)")
     p.add_argument("--rule", choices=("error-model", "textbook"), default="error-model",
@@ -35,11 +32,11 @@ def add(sub) -> None:
                    help="the textbook rule's largest passing difference (default 2e-7)")
     p.add_argument("--directions", type=int, default=None, metavar="K",
                    help="check K random directions per parameter array instead of every coordinate")
-    common.add_run_flags(p)
+    flags.add_run_flags(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, s: session.Session) -> int:
     """Build the network and data, run the three-way check, print it; 0 passed, 1 failed (under --rule)."""
     import functools
     import json
@@ -66,7 +63,7 @@ def run(args) -> int:
     n_x, m = (args.n_x or 4, args.m or 3) if X is None else X.shape
     dims = validate.layer_dims([n_x, *args.layers, 1])
     kps = validate.keep_prob(args.keep_prob, len(dims) - 2)
-    common.start_jax(args)
+    s.start_jax()
     import jax
 
     from jaxreg import gradcheck, model

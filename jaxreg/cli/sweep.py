@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from jaxreg.cli import common
+from jaxreg.cli import flags, output, session
 
 SWEEP_OUT = "out"
 MC_RESOLUTION = 150  # the uncertainty figure's grid is MC_RESOLUTION x MC_RESOLUTION points
@@ -47,15 +47,15 @@ def add(sub) -> None:
         "test set. Each member is the run `jaxreg train --seed S` does alone with the same validation split: "
         "exactly in float64, up to rounding in float32 (which 30000 steps at a high learning rate can amplify). "
         "Writes DIR/sweep.csv, DIR/sweep.json and DIR/sweep.png.")
-    common.add_data_flags(p)
-    common.add_training_flags(p, regularization=False, seed=False)
-    common.add_validation_flags(p, folds=True)
-    common.add_hosts_flags(p)
-    p.add_argument("--lambd", type=float, nargs="+", default=[0.0], metavar="L",
-                   help="L2 strengths to try, separated by spaces (default 0)")
-    p.add_argument("--keep-prob", type=common.floats, nargs="+", default=[(1.0,)], metavar="P[,P...]",
-                   help="keep probabilities to try, separated by spaces; 0.9,0.6 is one value per hidden "
-                   "layer (default 1)")
+    flags.add_data_flags(p)
+    flags.add_settings(p, exclude=("early_stopping",),
+                       lambd={"nargs": "+", "default": [0.0],
+                              "help": "L2 strengths to try, separated by spaces (default 0)"},
+                       keep_prob={"nargs": "+", "default": [(1.0,)], "help": "keep probabilities to try, separated by "
+                                  "spaces; 0.9,0.6 is one value per hidden layer (default 1)"})
+    flags.add_run_flags(p)
+    flags.add_validation_flags(p, folds=True)
+    flags.add_hosts_flags(p)
     p.add_argument("--seeds", nargs="+", default=["1"], metavar="S",
                    help="N: seeds 0..N-1; A:B: seeds A..B-1; or several seeds (default 1: seed 0)")
     p.add_argument("--no-refit", action="store_true", help="do not refit the best configuration")
@@ -118,7 +118,7 @@ def _uncertainty_figure(member, seed: int, dataset, samples: int) -> bytes:
     from jaxreg import plotting
     from jaxreg.uncertainty import predict_mc
 
-    grid = common.boundary(member, dataset, resolution=MC_RESOLUTION)
+    grid = output.boundary(member, dataset, resolution=MC_RESOLUTION)
     points = np.stack([grid["xx"].ravel(), grid["yy"].ravel()])
     mean, std = predict_mc(member.params, points, jax.random.key(seed), member.config.keep_prob, samples=samples)
     shape = grid["xx"].shape
@@ -129,7 +129,7 @@ def _uncertainty_figure(member, seed: int, dataset, samples: int) -> bytes:
                                        np.asarray(std).reshape(shape), dataset.X, dataset.Y, title=title)
 
 
-def run(args) -> int:
+def run(args, s: session.Session) -> int:
     import math
     import os
 
@@ -139,32 +139,33 @@ def run(args) -> int:
     if args.mc_samples < 0:
         raise ValueError(f"--mc-samples: got {args.mc_samples}, expected an integer >= 0")
     names = ["sweep.csv", "sweep.json", "sweep.png"] + (["sweep_uncertainty.png"] if args.mc_samples else [])
-    common.check_paths(args, [("--out", os.path.join(args.out, name)) for name in names])
-    dataset = common.dataset(args)
-    base = common.config(args, dataset.X.shape[0])
+    session.check_paths(args, [("--out", os.path.join(args.out, name)) for name in names])
+    dataset = session.dataset(args)
+    none = {"lambd": 0.0, "keep_prob": (1.0,)}
+    base = flags.config(args, dataset.X.shape[0], **none)
     for value in args.lambd:  # every grid value, checked before JAX starts
-        common.config(args, dataset.X.shape[0], lambd=value)
+        flags.config(args, dataset.X.shape[0], **{**none, "lambd": value})
     for value in args.keep_prob:
-        common.config(args, dataset.X.shape[0], keep_prob=value)
-    validation = common.validation_options(args, dataset.X.shape[1])
+        flags.config(args, dataset.X.shape[0], **{**none, "keep_prob": value})
+    validation = session.validation_options(args, dataset.X.shape[1])
     from jaxreg.splits import DEFAULT_FOLDS
 
-    clock = common.start_jax(args, device_per_core=True)
+    clock = s.start_jax(device_per_core=True)
     n_seeds = len(seeds) if isinstance(seeds, list) else seeds.stop - seeds.start
     folds = max(1, validation.get("folds", 1 if "validation" in validation or "validation_split" in validation
                                    else DEFAULT_FOLDS))
-    common.check_sweep(args, base, dataset, len(args.lambd) * len(args.keep_prob) * n_seeds * folds,
-                       MC_RESOLUTION**2)
+    session.check_sweep(args, base, dataset, len(args.lambd) * len(args.keep_prob) * n_seeds * folds,
+                        MC_RESOLUTION**2)
     seeds = list(seeds)
-    common.preload_plotting()
-    with common.Timed(clock) as timed:
-        result = _train(args, dataset, base, seeds, validation)
-    if not common.is_main():
+    output.preload_plotting()
+    with output.Timed(clock) as timed:
+        result = _train(args, dataset, base, seeds, validation, s.is_main)
+    if not s.is_main():
         return 0
     report = _report(args, dataset, base, seeds, result, timed)
     _write(args, report, result, dataset)
     if args.json:
-        common.print_json(report)
+        output.print_json(report)
     else:
         _print(args, report, result, dataset, timed)
     if result.valid_accuracy is not None and report["best"] is None:
@@ -173,14 +174,14 @@ def run(args) -> int:
     return 0
 
 
-def _train(args, dataset, base, seeds, validation: dict):
+def _train(args, dataset, base, seeds, validation: dict, main):
     """The sweep of the flags' grid, with a progress bar."""
     from jaxreg.sweep import sweep
 
     options = {k: v for k, v in base.to_json().items() if k not in ("layer_dims", "lambd", "keep_prob")}
     budget = None if args.memory_budget is None else max(1, int(args.memory_budget * 2**20))
-    progress = common.Progress(len(args.lambd) * len(args.keep_prob) * len(seeds) * args.iterations, args.json,
-                               "sweep", unit="member iterations")
+    progress = output.Progress(len(args.lambd) * len(args.keep_prob) * len(seeds) * args.iterations, args.json,
+                               "sweep", unit="member iterations", main=main)
     try:
         return sweep(dataset.X, dataset.Y, base.layer_dims, lambd=args.lambd, keep_prob=args.keep_prob,
                      seeds=seeds, X_test=dataset.X_test, Y_test=dataset.Y_test, memory_budget=budget,
@@ -205,7 +206,7 @@ def _report(args, dataset, base, seeds, result, timed) -> dict:
 
     records = result.records()
     for i, record in enumerate(records):
-        record.update(common.histories(result.member(i)))
+        record.update(output.histories(result.member(i)))
     best, note = _choice(result)
     files = {name: os.path.join(args.out, f"sweep.{name}") for name in ("csv", "json", "png")}
     if args.mc_samples and best is not None:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import os
 
-from jaxreg.cli import common, interrupt
-from jaxreg.cli.common import UsageError
-from jaxreg.config import check_seed
+from jaxreg import validate
+from jaxreg.cli import flags, interrupt, output, session
+from jaxreg.cli.flags import UsageError
+from jaxreg.errors import TrainingDiverged
 
 
 def add(sub) -> None:
     p = sub.add_parser("train", help="train one regularized network",
                        description="Train one network and report its accuracies and cost history.")
-    common.add_data_flags(p)
-    common.add_training_flags(p)
-    common.add_validation_flags(p)
+    flags.add_data_flags(p)
+    flags.add_settings(p, exclude=("early_stopping",))  # early stopping: with the validation flags
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="key for initialisation and dropout masks")
+    flags.add_run_flags(p)
+    flags.add_validation_flags(p)
     p.add_argument("--data-parallel", action="store_true",
                    help="split the examples over every device (of every process: see below)")
-    common.add_hosts_flags(p)
+    flags.add_hosts_flags(p)
     p.add_argument("--save", metavar="PATH", help="write the trained parameters (.npz with W1, b1, ...)")
     p.add_argument("--plot", metavar="PATH", help="write a figure: decision boundary and cost curve")
     p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
@@ -30,61 +33,69 @@ def add(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, s: session.Session) -> int:
     if (args.resume or args.checkpoint_every or args.overwrite) and not args.checkpoint:
         raise UsageError("jaxreg train: --resume, --checkpoint-every and --overwrite need --checkpoint PATH")
     if args.resume and args.overwrite:
         raise UsageError("jaxreg train: --resume continues the checkpoint's run, --overwrite replaces it: expected one")
-    check_seed(args.seed, "--seed")
-    common.check_paths(args, {"--checkpoint": args.checkpoint, "--save": args.save, "--plot": args.plot})
+    validate.seed(args.seed)
+    session.check_paths(args, {"--checkpoint": args.checkpoint, "--save": args.save, "--plot": args.plot})
     if args.checkpoint and not (args.resume or args.overwrite) and os.path.exists(args.checkpoint):
         raise ValueError(f"--checkpoint {args.checkpoint}: the file exists (another run's checkpoint?), expected "
                          "--resume to continue it or --overwrite to replace it")
     resume = args.resume and os.path.exists(args.checkpoint)
-    progress = _Saves(args.checkpoint, args.iterations, args.json,
-                      trace_every=common.trace_every(args.iterations) if args.plot else None)
+    progress = _Checkpoints(args.checkpoint, args.iterations, args.json, s.is_main,
+                            trace_every=output.trace_every(args.iterations) if args.plot else None)
     interrupt.set_note(progress.interrupted)
-    dataset = common.dataset(args)
-    config = common.config(args, dataset.X.shape[0], lambd=args.lambd, keep_prob=args.keep_prob)
-    validation = common.validation_options(args, dataset.X.shape[1])
+    dataset = session.dataset(args)
+    config = flags.config(args, dataset.X.shape[0])
+    validation = session.validation_options(args, dataset.X.shape[1])
     if args.plot:
-        common.check_figure(dataset)
-    clock = common.start_jax(args)
-    common.check_memory(config, dataset, figure=bool(args.plot))
+        output.check_figure(dataset)
+    clock = s.start_jax()
+    session.check_memory(config, dataset, figure=bool(args.plot))
     if args.resume and not resume:
         progress.note(f"jaxreg: no checkpoint at {args.checkpoint} yet: starting a new run (--resume continues it "
                       "from there next time)")
     if args.plot:
-        common.preload_plotting()
-    from jaxreg.checkpoint import save_params
-    from jaxreg.files import atomic_write
-    from jaxreg.training import TrainingDiverged
-
+        output.preload_plotting()
     try:
-        with common.Timed(clock) as timed:
-            result = common.fit(dataset, config, args.seed, progress, checkpoint=args.checkpoint,
-                                checkpoint_every=args.checkpoint_every, resume=resume,
-                                data_parallel=args.data_parallel, **validation)
-        progress.saved(int(result.state.step))  # a save the loop ended with (early stopping)
-        if resume and progress.first is None:
-            progress.note(f"jaxreg: {args.checkpoint} is at iteration {int(result.state.step)} already: "
-                          "nothing left to train up to --iterations")
+        with output.Timed(clock) as timed:
+            result = session.fit(dataset, config, args.seed, progress, checkpoint=args.checkpoint,
+                                 checkpoint_every=args.checkpoint_every, resume=resume, on_checkpoint=progress.saved,
+                                 data_parallel=args.data_parallel, **validation)
     except TrainingDiverged as err:
         kept = (f"; the last finite state is in {args.checkpoint} (continue it with --resume and a smaller "
                 "--learning-rate)" if args.checkpoint else "")
         return interrupt.end(f"jaxreg: error: {err}{kept}", 1)
-    if not common.is_main():
+    if resume and progress.first is None:
+        progress.note(f"jaxreg: {args.checkpoint} is at iteration {int(result.state.step)} already: "
+                      "nothing left to train up to --iterations")
+    if not s.is_main():
         return 0
-    figure = common.figure({common.run_name(result.config): (result, progress.trace)}, dataset) if args.plot else None
+    _write(args, result, dataset, progress)
+    if args.json:
+        output.print_json({**output.summary(result, timed), "config": result.config.to_json(), "seed": args.seed,
+                           "data": dataset.name})
+    else:
+        _print(args, result, dataset, timed)
+    return 0
+
+
+def _write(args, result, dataset, progress) -> None:
+    """The parameters and the figure (made first: an error writes nothing)."""
+    from jaxreg.checkpoint import save_params
+    from jaxreg.files import atomic_write
+
+    figure = output.figure({output.run_name(result.config): (result, progress.trace)}, dataset) if args.plot else None
     interrupt.check()
     if args.save:
         save_params(args.save, result.params)
     if args.plot:
         atomic_write(args.plot, figure)
-    if args.json:
-        common.print_json({**common.summary(result, timed), "config": result.config.to_json(), "seed": args.seed,
-                           "data": dataset.name})
-        return 0
+
+
+def _print(args, result, dataset, timed) -> None:
     c = result.config
     print(f"{dataset.name}: layers {list(c.layer_dims)}, lambd {c.lambd}, keep_prob {list(c.keep_prob)}, "
           f"{c.optimizer} lr {c.learning_rate}, {c.iterations} iterations, {c.dtype} "
@@ -103,19 +114,18 @@ def run(args) -> int:
     for what, path in (("parameters", args.save), ("figure", args.plot)):
         if path:
             print(f"{what} written to {path}")
-    return 0
 
 
-class _Saves(common.Progress):
-    """The progress that also follows ``--checkpoint``: a line for each checkpoint written and for
-    the iteration a run resumed from, and, for an interrupted run, what the file holds: unchanged,
-    or the iteration of the last checkpoint this run wrote (seen after each chunk: the file changed)."""
+class _Checkpoints(output.Progress):
+    """The progress that also follows ``--checkpoint`` (told by the run: ``saved``): a line for each
+    checkpoint written and for the iteration a run resumed from, and, for an interrupted run,
+    what the file holds: unchanged, or the last checkpoint this run wrote."""
 
-    def __init__(self, path: str | None, total: int, quiet: bool, trace_every: int | None = None):
-        super().__init__(total, quiet, trace_every=trace_every)
+    def __init__(self, path: str | None, total: int, quiet: bool, main, trace_every: int | None = None):
+        super().__init__(total, quiet, trace_every=trace_every, main=main)
         self.path = path
         self.start = self.last = self._identity()
-        self.step = None
+        self.step = None  # the iteration of the last checkpoint this run wrote
 
     def _identity(self):
         try:
@@ -129,22 +139,18 @@ class _Saves(common.Progress):
             self.note(f"jaxreg: resumed from iteration {start} ({self.path})")
         super().costs(start, costs)
 
-    def __call__(self, step: int, total: int) -> None:
-        self.saved(step)
-        super().__call__(step, total)
-
     def saved(self, step: int) -> None:
-        """Note a checkpoint written since the last look (at iteration ``step``)."""
-        if self.path is not None and (now := self._identity()) != self.last:
-            self.last, self.step = now, step
-            self.note(f"jaxreg: checkpoint written at iteration {step} ({self.path})")
+        """``on_checkpoint``: the run wrote its checkpoint at iteration ``step``."""
+        self.last, self.step = self._identity(), step
+        self.note(f"jaxreg: checkpoint written at iteration {step} ({self.path})")
 
     def interrupted(self) -> str:
         if self.path is None:
             return ""
-        if self._identity() == self.start:
+        now = self._identity()
+        if self.step is None and now == self.start:
             if self.start is None:
                 return f"; no checkpoint was written to {self.path} (interrupted before the first save)"
             return f"; {self.path} is as it was (interrupted before this run's first save)"
-        at = f" (iteration {self.step})" if self.step is not None and self._identity() == self.last else ""
+        at = f" (iteration {self.step})" if self.step is not None and now == self.last else ""
         return f"; the last complete checkpoint{at} is kept in {self.path}"

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxreg.errors import ConfigError
 from jaxreg.gradcheck.flat import Flat, dtype_of, flatten, vector_like
 from jaxreg.gradcheck.report import Entry, Report
 
@@ -190,13 +191,13 @@ def check_options(epsilon, threshold, safety, directions, top_k) -> None:
             or not isinstance(value, int | float | np.floating | np.integer)
             or not (np.isfinite(value) and value > 0)
         ):
-            raise ValueError(f"{name}: got {value!r}, expected a finite number > 0")
+            raise ConfigError(name, value, "a finite number > 0")
     if directions is not None and (
         isinstance(directions, bool) or not isinstance(directions, int | np.integer) or directions < 1
     ):
-        raise ValueError(f"directions: got {directions!r}, expected None (every coordinate) or an integer >= 1")
+        raise ConfigError("directions", directions, "None (every coordinate) or an integer >= 1")
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 0:
-        raise ValueError(f"top_k: got {top_k!r}, expected an integer >= 0")
+        raise ConfigError("top_k", top_k, "an integer >= 0")
 
 
 # ---------------------------------------------------------------------------------------------------
