@@ -16,6 +16,7 @@ Every refusal is a :class:`CheckpointError` (a ``ValueError``) naming the file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "save",
     "load",
     "save_params",
+    "params_bytes",
     "load_params",
 ]
 
@@ -384,14 +386,22 @@ def load(path, like=None, config=None, ignore: Iterable[str] = ()):
 
 def save_params(path, params) -> None:
     """Write ``{"W1": (n1, n0), "b1": (n1, 1), ...}`` to ``path`` as a plain ``.npz`` (atomically)."""
+    data = params_bytes(params)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def params_bytes(params) -> bytes:
+    """The ``.npz`` file :func:`save_params` writes, as bytes (to write it with others, all or nothing)."""
     dims = validate.params(params)
     names = [f"{c}{l}" for l in range(1, len(dims)) for c in "Wb"]
     arrays = {k: np.asarray(params[k]) for k in names}
     for k, a in arrays.items():
         if a.dtype.kind != "f":
             raise TypeError(f"params[{k!r}]: got dtype {a.dtype}, expected a floating dtype")
-    with atomic_open(path, "wb") as f:
-        np.savez(f, allow_pickle=False, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
 
 
 def load_params(path) -> dict[str, np.ndarray]:

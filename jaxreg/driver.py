@@ -112,6 +112,7 @@ def drive(loop: Loop, states, schedule: Schedule, history: History | None = None
     diverged_at = np.full(n, -1, np.int64)
     last_finite: dict[int, Any] = {}
     step, last_saved = schedule.start, schedule.start
+    previous = None  # the states and step of the previous chunk's start
 
     def outcome() -> Outcome:
         return Outcome(states, history.extended(rows, valid_rows), step, diverged_at.copy(), dict(last_finite))
@@ -129,10 +130,10 @@ def drive(loop: Loop, states, schedule: Schedule, history: History | None = None
         for r in np.flatnonzero(alive & ~np.all(np.isfinite(costs), axis=1)):
             bad = int(np.argmax(~np.isfinite(costs[r])))
             diverged_at[r] = step + bad
-            last_finite[r] = loop.replay(states, r, max(bad - 1, 0))  # the state of the last finite cost
+            last_finite[r] = _last_finite(loop, states, step, previous, r, bad)
         if log.valid_cost is not None:
             valid_rows.append((end, np.where(diverged_at < 0, _members(log.valid_cost, n), np.nan)))
-        states, step = new_states, end
+        previous, states, step = (states, step), new_states, end
         stopped = diverged_at >= 0
         if log.stopped is not None:
             stopped |= _members(log.stopped, n).astype(bool)
@@ -146,6 +147,18 @@ def drive(loop: Loop, states, schedule: Schedule, history: History | None = None
         if events.on_chunk is not None:
             events.on_chunk(end, schedule.total)
     return outcome()
+
+
+def _last_finite(loop: Loop, states, step: int, previous, r: int, bad: int):
+    """Member ``r``'s state at iteration ``step + bad - 1``, the last whose cost was finite, redone from
+    the chunk's start (``states`` at ``step``) or, where the chunk's first cost was not finite, from
+    the previous chunk's; the run's first state where no state of this run had a finite cost."""
+    if bad > 0:
+        return loop.replay(states, r, bad - 1)
+    if previous is None:
+        return loop.replay(states, r, 0)
+    previous_states, previous_step = previous
+    return loop.replay(previous_states, r, step - previous_step - 1)
 
 
 def _members(values, n: int) -> np.ndarray:

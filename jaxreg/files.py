@@ -80,6 +80,8 @@ def check_input(path, expected: str = "a regular file") -> None:
     """Refuse a path to read that is missing (FileNotFoundError) or not a regular file
     (:class:`RefusedPath`: reading a fifo would block, a device never end)."""
     path = os.fspath(path)
+    if not path:
+        raise RefusedPath(f"an empty path: expected the path of {expected}")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -94,6 +96,10 @@ def check_output(path) -> str:
     ``path`` is. Refuses (:class:`RefusedPath`) a target that exists and is not a regular
     file, and (PermissionError) one whose folder cannot be created or written."""
     path = os.fspath(path)
+    if not path:
+        raise RefusedPath("an empty path: expected the path of a file to write")
+    if path.endswith((os.sep, os.altsep or os.sep)):
+        raise RefusedPath(f"{path}: names a folder (it ends in {path[-1]}), expected the path of a file to write")
     target = os.path.realpath(path)
     try:
         mode = os.stat(path).st_mode  # the kernel follows links, /proc/self/fd/1 to a pipe included
@@ -301,11 +307,14 @@ def atomic_write(path, data) -> None:
 
 def write_all(contents: dict) -> None:
     """Write several files at once, ``{path: bytes or str}``, each atomically: every temporary
-    file is written before any is renamed, so an error leaves all of them as they were."""
+    file is written and synced before any is renamed, so an error (a full disk) leaves all of
+    them as they were."""
     with contextlib.ExitStack() as stack:
         for path, data in contents.items():
-            text = isinstance(data, str)
-            stack.enter_context(atomic_open(path, "w" if text else "wb")).write(data)
+            f = stack.enter_context(atomic_open(path, "w" if isinstance(data, str) else "wb"))
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- reading .npz safely

@@ -33,9 +33,17 @@ class Splits(NamedTuple):
     kind: str  # "5-fold", "holdout 0.2", "validation set"
 
 
-def check_folds(folds, m: int) -> int:
-    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or not 2 <= folds <= m:
-        raise ConfigError("folds", folds, f"an integer from 2 to the {m} training examples")
+def check_folds(folds, Y) -> int:
+    """``folds`` stratified folds of labels ``Y (1, m)``: from 2 to the count of the smaller class,
+    so that every fold validates on examples of each class."""
+    counts = np.unique(np.asarray(Y).reshape(-1), return_counts=True)[1]
+    smallest = int(counts.min()) if counts.size else 0
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or not 2 <= folds <= max(smallest, 2):
+        raise ConfigError("folds", folds, f"an integer from 2 to {smallest}, the examples of the smaller class "
+                          "(every fold validates on examples of each class)")
+    if smallest < 2:
+        raise ConfigError("folds", folds, "2 examples of each class at least, to validate on each class in each "
+                          f"fold (the smaller class has {smallest})")
     return int(folds)
 
 
@@ -83,7 +91,7 @@ def _stratified_order(Y: np.ndarray, seed: int) -> np.ndarray:
 def stratified_folds(X: np.ndarray, Y: np.ndarray, folds: int, seed: int = 0) -> Splits:
     """``folds`` folds: fold ``i`` validates on the examples whose within-class rank is ``i``
     modulo ``folds`` and trains on the rest."""
-    folds = check_folds(folds, Y.shape[1])
+    folds = check_folds(folds, Y)
     fold_of = _stratified_order(Y, seed) % folds
     valid = (fold_of[None, None, :] == np.arange(folds)[:, None, None]).astype(X.dtype)
     return Splits(X, Y, 1 - valid, valid, f"{folds}-fold")

@@ -89,6 +89,7 @@ def train(
     the cost stopped moving in a dead network or one that predicts one class for every example."""
     validate.train_and_test(X, Y, X_test, Y_test)
     config = make_config(layer_dims, options, X.shape[0])
+    _warn_tiny(config.dtype, X=X, X_test=X_test)
     data, impl = _key_arg(key, seed)
     _check_checkpointing(checkpoint, checkpoint_every, resume, on_divergence)
     split = splits.choose(X, Y, validation=validation, validation_split=validation_split, split_seed=split_seed,
@@ -96,7 +97,8 @@ def train(
     if split is not None:
         X, Y = split.X, split.Y
     one = None if split is None else Split(split.train[0], split.valid[0])
-    meta = {"config": config.to_json(), "data": data_fingerprint(X, Y)}
+    meta = {"config": config.to_json(), "data": data_fingerprint(X, Y),
+            "split": None if one is None else data_fingerprint(one.train, one.valid)}
     if sharding is not None:
         X, Y, one = _padded(X, Y, one, len(sharding.device_set))
 
@@ -166,6 +168,14 @@ def make_config(layer_dims, options: dict, n_x: int) -> TrainConfig:
     return config
 
 
+def _warn_tiny(dtype: str, **arrays) -> None:
+    for name, a in arrays.items():
+        if a is not None and (count := validate.tiny(a, dtype)):
+            warnings.warn(f"{name}: {count} feature values below {dtype}'s smallest normal number "
+                          f"({np.finfo(dtype).tiny:.3g}) lose precision or become 0: scale the features or train in "
+                          "float64", stacklevel=3)
+
+
 def _key_arg(key, seed) -> tuple[np.ndarray, str]:
     """The run's key as host key data: ``key``, else ``jax.random.key(seed)`` (seed 0 by default)."""
     if key is None:
@@ -215,9 +225,9 @@ def _padded(X, Y, split: Split | None, devices: int):
 
 def _save(path, meta: dict, on_checkpoint, outcome: Outcome) -> None:
     """The run so far, as a checkpoint: its last finite state and history after a divergence."""
-    diverged = outcome.diverged_at[0] >= 0
-    state = outcome.last_finite[0] if diverged else outcome.states
-    logged = outcome.history.up_to(0, int(outcome.diverged_at[0])) if diverged else outcome.history
+    state = outcome.last_finite[0] if outcome.diverged_at[0] >= 0 else outcome.states
+    # The history as a run at the state's step has it: a resumed run logs the state's own row again.
+    logged = outcome.history.up_to(0, int(state.step), int(state.step) + 1)
     state = to_host(state) if jax.process_count() > 1 else state  # every process takes part
     if is_main():
         ckpt.save(path, state, {**meta, "history": _history_json(logged)})
@@ -246,6 +256,9 @@ def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[Tr
     state, stored = ckpt.load(path, like=template)
     if not isinstance(stored.get("config"), dict) or not isinstance(stored.get("data"), str):
         raise ckpt.CheckpointError(f"{path}: not a checkpoint of jaxreg.train (no run configuration and data)")
+    if not all(np.all(np.isfinite(np.asarray(p))) for p in state.params.values()):
+        raise ckpt.CheckpointError(f"{path}: corrupted checkpoint: its parameters hold NaN or infinite values, "
+                                   "expected the finite state jaxreg saves (even after a divergence)")
     mine, theirs = dict(meta["config"]), dict(stored["config"])
     rules = {name: s.resume for name, (_, s) in settings().items()}
     warned = [(k, mine.get(k), theirs.get(k)) for k, rule in rules.items() if rule == "warn"]
@@ -259,6 +272,9 @@ def _resume(path, template: TrainState, meta: dict, iterations: int) -> tuple[Tr
         raise ValueError(f"checkpoint {path}: incompatible configuration ({detail})")
     if stored["data"] != meta["data"]:
         raise ValueError(f"checkpoint {path}: it was written for other training data")
+    if stored.get("split") != meta["split"]:
+        raise ValueError(f"checkpoint {path}: it was written for other training and validation examples (another "
+                         "validation split, split seed or validation set, or none): expected the same")
     keys = [np.asarray(key_data(k)[0]) for k in (state.key, template.key)]
     if not np.array_equal(*keys):
         started, run = (int(k[0]) << 32 | int(k[1]) if k.shape == (2,) else k.tolist() for k in keys)

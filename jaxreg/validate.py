@@ -32,6 +32,7 @@ __all__ = [
     "keep_prob",
     "lambd",
     "features",
+    "tiny",
     "labels",
     "features_and_labels",
     "train_and_test",
@@ -202,6 +203,13 @@ def features(X, name: str = "X"):
             raise ConfigError(name, X, "finite numbers", shown=f"{int(bad.sum())} NaN or infinite values (first at "
                               f"feature {i}, example {j}{why})")
     return X
+
+
+def tiny(X, dtype: str) -> int:
+    """How many nonzero values of ``X`` lie below ``dtype``'s smallest normal number (they lose
+    precision there, and below its smallest subnormal become 0)."""
+    a = np.abs(np.asarray(X, np.float64))
+    return int(np.sum((a > 0) & (a < np.finfo(dtype).tiny)))
 
 
 def _label_vector_length(shape: tuple[int, ...]) -> int | None:

@@ -309,7 +309,7 @@ def test_a_resumed_early_stopping_run_is_bitwise_the_whole_one(tmp_path):
     (dict(keep_prob=[0.9, (0.9, 0.9)]), "keep_prob: got .* expected distinct"),
     (dict(memory_budget=0), "memory_budget: got 0"),
     (dict(folds=1), "folds: got 1"),
-    (dict(folds=100), "folds: got 100, expected an integer from 2 to the 48"),
+    (dict(folds=100), "folds: got 100, expected an integer from 2 to 19, the examples of the smaller class"),
     (dict(folds=3, validation_split=0.2), "folds: got folds beside validation data"),
     (dict(validation_split=1.5), "validation_split: got 1.5"),
     (dict(folds=0, early_stopping=3), "early_stopping: got 3 without validation data"),

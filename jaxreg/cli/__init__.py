@@ -14,16 +14,14 @@ import contextlib
 import os
 import sys
 
-from jaxreg.cli import flags, interrupt
-from jaxreg.cli.flags import UsageError
-from jaxreg.errors import TrainingDiverged
+from jaxreg.cli import interrupt  # the signal handlers: nothing heavier is imported before they are in place
 
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> flags.Parser:
+def build_parser():
     from jaxreg import __version__
-    from jaxreg.cli import compare, gradcheck, sweep, train
+    from jaxreg.cli import compare, flags, gradcheck, sweep, train
 
     parser = flags.Parser(prog="jaxreg", description="L2 and inverted dropout for small deep networks, "
                            "in pure JAX, checked against the textbook's NumPy backprop.",
@@ -46,14 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     still handled, and the process ends here with that status (``os._exit``): the interpreter's
     finalization would bring the default handlers back (a signal then kills it silently, or prints
     a traceback) and wait for JAX's teardown."""
+    if argv is None:
+        _streams()  # first: the handlers' pipe must not take a closed stream's descriptor
     with interrupt.handled():
         status = _run(argv)
         if argv is None:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except BrokenPipeError:
-                    status = _closed_pipe()
+                except BrokenPipeError:  # the output's reader went away; a gone stderr changes nothing
+                    status = _closed_pipe() if stream is sys.stdout and status == 0 else status
                 except (OSError, ValueError):  # a closed stream
                     pass
             if interrupt.received():
@@ -63,8 +63,53 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def _streams() -> None:
+    """Standard streams the command was started without (``>&-``, ``2>&-``) become ``/dev/null``:
+    their descriptors are taken, so no file the command opens can take one and receive its output,
+    and what would go there goes nowhere without changing the exit status. A standard error whose
+    reader goes away (a closed pipe) takes what is written and drops it: diagnostics never change
+    the status. Warnings, from any library, are one ``jaxreg: warning:`` line each."""
+    import warnings
+
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            if getattr(sys, name) is None:
+                raise OSError
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", buffering=1, closefd=False))
+    sys.stderr = _Forgiving(sys.stderr)
+    warnings.showwarning = lambda message, *_, **__: print(f"jaxreg: warning: {message}", file=sys.stderr)
+
+
+class _Forgiving:
+    """A stream whose writes and flushes are dropped once its reader has gone (OSError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        with contextlib.suppress(OSError, ValueError):
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self):
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _run(argv: list[str] | None) -> int:
+    from jaxreg.cli import flags
+    from jaxreg.cli.flags import UsageError
     from jaxreg.cli.session import Session
+    from jaxreg.errors import TrainingDiverged
 
     args = None
     try:
@@ -110,5 +155,8 @@ def _closed_pipe() -> int:
 def _message(err: BaseException) -> str:
     """One line: the first line of the error's message (its type where it has none)."""
     text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
-    return f"out of memory: {first}" if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in text else first
+    if "RESOURCE_EXHAUSTED" in text:  # XLA's: its first line says it
+        return f"out of memory: {text.splitlines()[0]}"
+    # One line, whole: a newline inside a message (a path with one) is shown, not cut at.
+    one = text.replace("\r", "\\r").replace("\n", "\\n") if text else type(err).__name__
+    return f"out of memory: {one}" if isinstance(err, MemoryError) else one

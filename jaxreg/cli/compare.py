@@ -20,15 +20,18 @@ def add(sub) -> None:
                        keep_prob={"default": (0.86,), "help": "keep_prob of the dropout run"})
     p.add_argument("--seed", type=int, default=0, metavar="S", help="key for initialisation and dropout masks")
     flags.add_run_flags(p)
-    p.add_argument("--plot", metavar="PATH", default=COMPARE_OUT, help="the figure")
+    p.add_argument("--plot", metavar="PATH", type=flags.path, default=None,
+                   help=f"the figure (default {COMPARE_OUT}, for data with 2 features: boundaries need a plane)")
     p.set_defaults(func=run)
 
 
 def run(args, s: session.Session) -> int:
     validate.seed(args.seed)
-    session.check_paths(args, {"--plot": args.plot})
+    session.check_paths(args, {"--plot": args.plot or COMPARE_OUT})
     dataset = session.dataset(args, test_split=DEFAULT_TEST_SPLIT)
     n_x = dataset.X.shape[0]
+    if args.plot:  # asked for: it must be drawn (the default is drawn where it can be)
+        output.check_figure(dataset)
     none = {"lambd": 0.0, "keep_prob": (1.0,)}
     configs = {
         "no regularization": flags.config(args, n_x, **none),
@@ -36,8 +39,8 @@ def run(args, s: session.Session) -> int:
         "dropout, keep_prob " + ",".join(f"{p:g}" for p in args.keep_prob): flags.config(
             args, n_x, **{**none, "keep_prob": args.keep_prob}),
     }
-    figure = args.plot if n_x == 2 else None
-    clock = s.start_jax()
+    figure = args.plot or (COMPARE_OUT if n_x == 2 else None)
+    clock = s.start_jax(figure=bool(figure))
     session.check_memory(configs[next(reversed(configs))], dataset, figure=bool(figure))  # the dropout run
     if figure:
         output.preload_plotting()
@@ -74,4 +77,6 @@ def run(args, s: session.Session) -> int:
           "compile s: tracing and compiling (or loading from the cache), run s: the rest")
     if figure:
         print(f"\nfigure written to {figure}")
+    else:
+        print(f"\nno figure: the data has {n_x} features, and a decision boundary is drawn over 2")
     return 0

@@ -13,7 +13,7 @@ from jaxreg.config import settings
 from jaxreg.errors import ConfigError
 
 __all__ = [
-    "UsageError", "Parser", "typed", "floats", "ints", "add_settings", "add_data_flags", "add_validation_flags",
+    "UsageError", "Parser", "typed", "path", "floats", "ints", "add_settings", "add_data_flags", "add_validation_flags",
     "add_hosts_flags", "add_run_flags", "config", "flag_of", "named",
 ]
 
@@ -67,6 +67,13 @@ def _argument_type(parse):
 
     convert.__name__ = parse.__name__
     return convert
+
+
+def path(text: str) -> str:
+    """A file's path: never empty (an empty path would mean the built-in data, or no file, silently)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    return text
 
 
 floats = _argument_type(settings()["keep_prob"][1].parse)  # "0.9" or "0.9,0.6"
@@ -135,14 +142,14 @@ def add_data_flags(p) -> None:
     from jaxreg.data import DATASETS
 
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="PATH",
+    source.add_argument("--data", metavar="PATH", type=path,
                         help="a data file, one example per row: .npz or .mat with arrays X (m, n_x) and y (m, 1) "
                         "of 0/1, and optionally a test set Xval, yval; or .csv with the label in the last column "
                         "(a header row is allowed)")
     source.add_argument("--dataset", choices=DATASETS, default="default",
                         help="a built-in 2-D dataset, made from --data-seed: default (200 training and 1000 test "
                         "points split by a curved line, 14%% of each class strays near it), moons, circles, spiral")
-    p.add_argument("--test-data", metavar="PATH", help="a second .csv as test set (with --data FILE.csv)")
+    p.add_argument("--test-data", metavar="PATH", type=path, help="a second .csv as test set (with --data FILE.csv)")
     p.add_argument("--data-seed", type=int, default=None, metavar="S",
                    help="seed of the built-in dataset and of --test-split (default 0)")
     p.add_argument("--test-split", type=float, default=None, metavar="F",
@@ -158,7 +165,7 @@ def add_validation_flags(p, *, folds: bool = False) -> None:
         held.add_argument("--folds", type=int, default=None, metavar="K",
                           help="stratified K-fold cross-validation of the training set (default 5 when no other "
                           "validation is given; 0: none, and nothing is chosen)")
-    held.add_argument("--validation-data", metavar="PATH",
+    held.add_argument("--validation-data", metavar="PATH", type=path,
                       help="a validation set: a .npz, .mat or .csv file (its training arrays)")
     held.add_argument("--validation-split", type=float, metavar="F",
                       help="hold out a stratified fraction F of the training set for validation")

@@ -21,7 +21,7 @@ def add(sub) -> None:
     p.add_argument("--n-x", type=int, default=None, help="features of the random data (default 4)")
     p.add_argument("--m", type=int, default=None,
                    help="examples (default 3; with --data all training examples, or the first M)")
-    p.add_argument("--data", metavar="PATH", default=None,
+    p.add_argument("--data", metavar="PATH", type=flags.path, default=None,
                    help="a dataset file instead of random data (as jaxreg train --data: .npz, .mat or .csv)")
     p.add_argument("--seed", type=int, default=0, help="seeds parameters, data, masks, directions")
     p.add_argument("--epsilon", type=float, default=1e-7, help="finite-difference step (default 1e-7)")

@@ -52,7 +52,8 @@ def end(message: str, status: int) -> int:
     """A command's last line and exit status; the interrupt's line and 130 if a signal came first."""
     if received():
         return report()
-    print(message, file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):  # stderr gone (a closed pipe): the status stands
+        print(message, file=sys.stderr, flush=True)
     return status
 
 

@@ -42,8 +42,9 @@ class Session:
 
             hosts.sync("jaxreg: done")
 
-    def start_jax(self, *, device_per_core: bool = False):
-        """Start JAX for the command: the backend ``--device`` names, one host device per CPU core
+    def start_jax(self, *, device_per_core: bool = False, figure: bool = False):
+        """Start JAX for the command, once the environment is checked (:func:`check_environment`,
+        ``figure``: one will be drawn): the backend ``--device`` names, one host device per CPU core
         where asked (a sweep's members then run side by side, see :mod:`jaxreg.cores`), float64
         where asked, several processes where the flags say so, the compilation cache unless
         ``--no-cache``. Returns a :class:`~jaxreg.compilation.CompileClock`."""
@@ -52,6 +53,7 @@ class Session:
         from jaxreg import cores
 
         args = self.args
+        check_environment(figure)
         if getattr(args, "device", None):
             os.environ["JAX_PLATFORMS"] = BACKENDS[args.device]
         if device_per_core:
@@ -79,13 +81,52 @@ class Session:
 
 
 def _check_backend(jax, device: str | None) -> None:
-    """The backend asked for (``--device``, or ``$JAX_PLATFORMS``) is there: else one line, exit 2."""
+    """The backend asked for (``--device``, ``$JAX_PLATFORMS``, or ``$XLA_FLAGS``' devices) starts,
+    with at least one device: else one line naming what asked for it, exit 2."""
     try:
-        jax.devices()
-    except RuntimeError as err:
-        asked = f"--device {device}" if device else f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')}"
-        raise UsageError(f"jaxreg: {asked}: no such backend here ({str(err).splitlines()[0]}); expected one "
-                         "JAX can start (install jaxreg[cuda] for a GPU, or use --device cpu)") from None
+        devices = jax.devices()
+    except Exception as err:  # RuntimeError, or an assertion inside JAX for a platform with no plugin
+        devices, why = [], (str(err).splitlines() or [type(err).__name__])[0]
+    else:
+        why = "no devices"
+    if not devices:
+        asked = f"--device {device}" if device else next(
+            (f"{name}={os.environ[name]}" for name in ("JAX_PLATFORMS", "XLA_FLAGS") if os.environ.get(name)),
+            "the default backend")
+        raise UsageError(f"jaxreg: {asked}: no backend could start ({why}); expected one JAX can start with a "
+                         "device (install jaxreg[cuda] for a GPU, or use --device cpu)") from None
+
+
+_SHOWN = "±—λ·"  # characters jaxreg's tables and messages print
+
+
+def check_environment(figure: bool = False) -> None:
+    """Environment variables that would make a run end in a traceback, an abort or a half-written
+    result, refused in one line naming the variable, before anything trains: JAX's NaN checks
+    (jaxreg finds a cost that is not finite itself, and keeps the last finite state), ``XLA_FLAGS``
+    items that are not flags (XLA would abort), an output encoding that cannot show jaxreg's
+    output, and, for a figure, a ``MPLBACKEND`` that matplotlib refuses."""
+    for name in ("JAX_DEBUG_NANS", "JAX_DEBUG_INFS"):
+        if os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off"):
+            raise UsageError(f"jaxreg: {name}={os.environ[name]}: expected it unset (jaxreg finds a cost that is "
+                             "not finite itself: exit 1, the last finite state kept)")
+    for item in os.environ.get("XLA_FLAGS", "").split():
+        if not item.startswith("--"):
+            raise UsageError(f"jaxreg: XLA_FLAGS={os.environ['XLA_FLAGS']}: {item!r} is not a flag, expected "
+                             "--name=value items (XLA would take it for a file of flags and abort)")
+    encoding = os.environ.get("PYTHONIOENCODING")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            _SHOWN.encode(stream.encoding or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            named = f"PYTHONIOENCODING={encoding}" if encoding else f"the output's encoding, {stream.encoding}"
+            raise UsageError(f"jaxreg: {named}: expected an encoding that can write jaxreg's output ({_SHOWN!a}), "
+                             "such as utf-8 (PYTHONIOENCODING=utf-8)") from None
+    if figure and os.environ.get("MPLBACKEND"):
+        try:
+            import matplotlib  # noqa: F401  (reads MPLBACKEND)
+        except ValueError as err:
+            raise UsageError(f"jaxreg: MPLBACKEND={os.environ['MPLBACKEND']}: {str(err).splitlines()[0]}") from None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -124,9 +165,9 @@ def _check_range(dataset, args, dtype: str) -> None:
                              "--precision float64")
 
 
-def validation_options(args, m: int) -> dict:
+def validation_options(args, Y) -> dict:
     """The library's validation keywords from the flags (the validation file loaded), checked
-    for a training set of ``m`` examples before JAX starts."""
+    for the training labels ``Y`` before JAX starts."""
     from jaxreg import data, splits
 
     options = {"split_seed": validate.seed(args.split_seed, "split_seed")}
@@ -138,19 +179,24 @@ def validation_options(args, m: int) -> dict:
     if getattr(args, "folds", None) is not None:
         options["folds"] = args.folds
         if args.folds != 0:
-            splits.check_folds(args.folds, m)
+            splits.check_folds(args.folds, Y)
     return options
 
 
 # ----------------------------------------------------------------------------- outputs and resources
 
 
+INPUTS = ("--data", "--test-data", "--validation-data")  # every file a command reads (a resumed checkpoint too)
+
+
 def check_paths(args, outputs) -> None:
-    """Every output path (``{flag: path}`` or pairs) checked before anything runs: writable, a
-    regular file or new, and not the same file as an input (--data, --test-data) or another output."""
+    """Every output path (``{flag: path}`` or pairs) checked before anything runs: a file's path
+    (not a folder's), writable, a regular file or new, and not the same file as an input (every
+    file the command reads) or another output."""
     from jaxreg import files
 
-    files.check_outputs(outputs, {"--data": args.data, "--test-data": args.test_data})
+    inputs = {flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in INPUTS}
+    files.check_outputs(outputs, inputs)
 
 
 def check_memory(config, dataset, figure: bool = False) -> None:

@@ -65,7 +65,7 @@ def add(sub) -> None:
     p.add_argument("--mc-samples", type=int, default=0, metavar="N",
                    help="also draw the best configuration's Monte Carlo dropout uncertainty from N "
                    "samples (2-D data, keep_prob < 1) to DIR/sweep_uncertainty.png")
-    p.add_argument("--out", metavar="DIR", default=SWEEP_OUT, help=f"output folder (default {SWEEP_OUT})")
+    p.add_argument("--out", metavar="DIR", type=flags.path, default=SWEEP_OUT, help="output folder")
     p.set_defaults(func=run)
 
 
@@ -147,10 +147,10 @@ def run(args, s: session.Session) -> int:
         flags.config(args, dataset.X.shape[0], **{**none, "lambd": value})
     for value in args.keep_prob:
         flags.config(args, dataset.X.shape[0], **{**none, "keep_prob": value})
-    validation = session.validation_options(args, dataset.X.shape[1])
+    validation = session.validation_options(args, dataset.Y)
     from jaxreg.splits import DEFAULT_FOLDS
 
-    clock = s.start_jax(device_per_core=True)
+    clock = s.start_jax(device_per_core=True, figure=True)
     n_seeds = len(seeds) if isinstance(seeds, list) else seeds.stop - seeds.start
     folds = max(1, validation.get("folds", 1 if "validation" in validation or "validation_split" in validation
                                    else DEFAULT_FOLDS))

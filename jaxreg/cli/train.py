@@ -21,9 +21,11 @@ def add(sub) -> None:
     p.add_argument("--data-parallel", action="store_true",
                    help="split the examples over every device (of every process: see below)")
     flags.add_hosts_flags(p)
-    p.add_argument("--save", metavar="PATH", help="write the trained parameters (.npz with W1, b1, ...)")
-    p.add_argument("--plot", metavar="PATH", help="write a figure: decision boundary and cost curve")
-    p.add_argument("--checkpoint", metavar="PATH", help="save the training state here (atomically)")
+    p.add_argument("--save", metavar="PATH", type=flags.path,
+                   help="write the trained parameters (.npz with W1, b1, ...)")
+    p.add_argument("--plot", metavar="PATH", type=flags.path, help="write a figure: decision boundary and cost curve")
+    p.add_argument("--checkpoint", metavar="PATH", type=flags.path,
+                   help="save the training state here (atomically)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="iterations between checkpoints")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --checkpoint up to --iterations (a new run where there is no file "
@@ -49,10 +51,10 @@ def run(args, s: session.Session) -> int:
     interrupt.set_note(progress.interrupted)
     dataset = session.dataset(args)
     config = flags.config(args, dataset.X.shape[0])
-    validation = session.validation_options(args, dataset.X.shape[1])
+    validation = session.validation_options(args, dataset.Y)
     if args.plot:
         output.check_figure(dataset)
-    clock = s.start_jax()
+    clock = s.start_jax(figure=bool(args.plot))
     session.check_memory(config, dataset, figure=bool(args.plot))
     if args.resume and not resume:
         progress.note(f"jaxreg: no checkpoint at {args.checkpoint} yet: starting a new run (--resume continues it "
@@ -83,16 +85,17 @@ def run(args, s: session.Session) -> int:
 
 
 def _write(args, result, dataset, progress) -> None:
-    """The parameters and the figure (made first: an error writes nothing)."""
-    from jaxreg.checkpoint import save_params
-    from jaxreg.files import atomic_write
+    """The parameters and the figure, made first and written together: an error writes neither."""
+    from jaxreg.checkpoint import params_bytes
+    from jaxreg.files import write_all
 
-    figure = output.figure({output.run_name(result.config): (result, progress.trace)}, dataset) if args.plot else None
-    interrupt.check()
+    contents = {}
     if args.save:
-        save_params(args.save, result.params)
+        contents[args.save] = params_bytes(result.params)
     if args.plot:
-        atomic_write(args.plot, figure)
+        contents[args.plot] = output.figure({output.run_name(result.config): (result, progress.trace)}, dataset)
+    interrupt.check()
+    write_all(contents)
 
 
 def _print(args, result, dataset, timed) -> None:
