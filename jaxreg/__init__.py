@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it (a module's own name: the module itself)
 _EXPORTS = {
     "TrainConfig": "jaxreg.config",
+    "enable_cache": "jaxreg.compilation",
     "ConfigError": "jaxreg.errors",
     "TrainResult": "jaxreg.training",
     "TrainingDiverged": "jaxreg.errors",

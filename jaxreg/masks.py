@@ -40,14 +40,18 @@ def _pack(y0, y1, thresholds) -> jax.Array:
     return sum(((lane & 0xFFFF) < thresholds).astype(jnp.uint8) << jnp.uint8(k) for k, lane in enumerate(lanes))
 
 
-def _bits(words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds) -> jax.Array:
+def _bits(words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds, stride=None) -> jax.Array:
     """Packed mask bits, uint8 ``(len(groups), cols)``: entry ``(g, j)`` holds the 4 bits
     (see :func:`_pack`, under ``thresholds[g]``) of Threefry block ``(streams[g],
     groups[g] * cols + j)``. Rows of several streams are drawn in one kernel.
 
     Both words of a block are used, and compared inside the hashing kernel: XLA's CPU
     backend has no multi-output fusion, so a kernel returning both words would be split
-    in two, each hashing the block again; one byte holding four comparisons is one output."""
+    in two, each hashing the block again; one byte holding four comparisons is one output.
+
+    ``stride`` (traced, default ``cols``) replaces ``cols`` as the row stride of the counters: the
+    first ``stride`` columns then hold the bits of a ``stride``-wide draw, whatever ``cols`` is (the
+    columns beyond are padding)."""
     if groups.size and (int(groups.max()) + 1) * cols > 2**32:
         raise ConfigError("shape", (_LANES * (int(groups.max()) + 1), cols), "at most 2**34 per mask (a stream "
                           "has 2**32 Threefry blocks)",
@@ -56,7 +60,11 @@ def _bits(words, streams: np.ndarray, groups: np.ndarray, cols: int, thresholds)
     thresholds = jnp.asarray(thresholds)[:, None]
 
     def draw():
-        counter = jnp.asarray(groups[:, None] * cols, jnp.uint32) + jax.lax.iota(jnp.uint32, cols)[None, :]
+        if stride is None:
+            start = jnp.asarray(groups[:, None] * cols, jnp.uint32)
+        else:
+            start = jnp.asarray(groups[:, None], jnp.uint32) * jnp.asarray(stride, jnp.uint32)
+        counter = start + jax.lax.iota(jnp.uint32, cols)[None, :]
         return _pack(*threefry2x32(k0, k1, jnp.asarray(streams[:, None], jnp.uint32), counter), thresholds)
 
     def all_kept():  # every lane (here 0) is below a threshold of 2**16; from the same inputs as
@@ -102,14 +110,16 @@ def keep_mask(key, shape: tuple[int, ...], keep_prob) -> jax.Array:
     return _unpack(_bits(key_words(key), np.zeros_like(groups), groups, cols, thresholds), rows).reshape(shape)
 
 
-def mask_bits(key, dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
+def mask_bits(key, dims: Sequence[int], m: int, keep_prob, width=None) -> jax.Array | None:
     """All the packed bits of :func:`dropout_masks`, uint8 ``(G, m)``: for each hidden layer
     ``i`` that draws (all but those with a concrete ``keep_prob`` of 1), in turn, the
     ``ceil(n_i / 4)`` rows of its bits, stream ``i`` of ``key`` (see :func:`_bits`); None
     when no layer draws. One kernel draws them all; apart from :func:`masks_from_bits`,
     a training loop can draw many steps' bits in one vectorised call. Checked input:
     ``dims`` a valid ``layer_dims``, ``keep_prob`` one value per hidden layer (a sequence, or
-    an array ``(n_hidden,)``, traced or not)."""
+    an array ``(n_hidden,)``, traced or not). ``width`` (traced; default ``m``): the examples that
+    are real, the first ``width`` of ``m``: their bits are those of an ``width``-wide draw, so
+    padding examples change no real example's mask."""
     hidden = [(n, keep_prob[i]) for i, n in enumerate(dims[1:-1])]
     layers = [(i, -(-n // _LANES), kp) for i, (n, kp) in enumerate(hidden) if _draws(kp)]
     if not layers:
@@ -117,7 +127,7 @@ def mask_bits(key, dims: Sequence[int], m: int, keep_prob) -> jax.Array | None:
     streams = np.concatenate([np.full(g, i) for i, g, _ in layers])
     groups = np.concatenate([np.arange(g) for _, g, _ in layers])
     thresholds = jnp.concatenate([jnp.broadcast_to(_threshold(kp), (g,)) for _, g, kp in layers])
-    return _bits(key_words(key), streams, groups, m, thresholds)
+    return _bits(key_words(key), streams, groups, m, thresholds, width)
 
 
 def mask_bits_bytes(dims: Sequence[int], m: int) -> int:
@@ -138,9 +148,9 @@ def masks_from_bits(bits, dims: Sequence[int], m: int, keep_prob) -> tuple[jax.A
     return tuple(masks)
 
 
-def all_masks(key, dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:
+def all_masks(key, dims: Sequence[int], m: int, keep_prob, width=None) -> tuple[jax.Array, ...]:
     """:func:`dropout_masks` of checked input (as :func:`mask_bits` takes it)."""
-    return masks_from_bits(mask_bits(key, dims, m, keep_prob), dims, m, keep_prob)
+    return masks_from_bits(mask_bits(key, dims, m, keep_prob, width), dims, m, keep_prob)
 
 
 def dropout_masks(key, layer_dims: Sequence[int], m: int, keep_prob) -> tuple[jax.Array, ...]:

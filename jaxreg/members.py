@@ -37,7 +37,7 @@ from jaxreg.programs import (
     run_members,
 )
 
-__all__ = ["TrainResult", "Group", "Member", "group", "start", "finish", "judge", "accuracies", "result"]
+__all__ = ["TrainResult", "Group", "Member", "bucket", "group", "start", "finish", "judge", "accuracies", "result"]
 
 
 class TrainResult(NamedTuple):
@@ -83,11 +83,28 @@ class Member(NamedTuple):
     diverged_at: int  # the first iteration whose cost was not finite, -1 where none
 
 
-def course_masks(config: TrainConfig, m: int):
-    """The textbook's masks for the ``course`` schedule (with dropout), else None."""
+MIN_BUCKET = 1024  # examples every run of fewer is padded to, with bucket=True: one program serves them all
+BUCKET_GROWTH = 1.25  # above it, each bucket is this much larger than the one before (rounded to 128)
+
+
+def bucket(m: int) -> int:
+    """The number of examples a run of ``m`` is padded to, so that runs of nearby sizes (the folds of a
+    cross-validation and its refit) share one compiled program: ``MIN_BUCKET``, or the first of the
+    series growing by ``BUCKET_GROWTH`` that holds ``m``."""
+    size = MIN_BUCKET
+    while size < m:
+        size = -(-int(size * BUCKET_GROWTH) // 128) * 128
+    return size
+
+
+def course_masks(config: TrainConfig, m: int, width: int | None = None):
+    """The textbook's masks for the ``course`` schedule (with dropout), else None: drawn for the first
+    ``width`` examples (default ``m``), False on the padding beyond."""
     if config.masks != "course" or not config.dropout:
         return None
-    return tuple(np.asarray(d, bool) for d in reference.course_masks(config.layer_dims, m, config.keep_prob))
+    width = m if width is None else int(width)
+    masks = reference.course_masks(config.layer_dims, width, config.keep_prob)
+    return tuple(np.pad(np.asarray(d, bool), ((0, 0), (0, m - width))) for d in masks)
 
 
 def group(configs: list[TrainConfig], keys: np.ndarray, impl: str, split: Split | None, stacked: bool) -> Group:
@@ -103,16 +120,16 @@ def start(g: Group, X, Y, *, place=None, mesh=None) -> tuple[Any, Loop]:
     """The members' states at step 0 and the loop that trains them on ``X``, ``Y`` (placed on
     their devices). A stack's per-member inputs are laid out by ``place(host array)`` over the
     ``mesh`` (None: one device)."""
-    m = X.shape[1]
+    m, width = X.shape[1], None if g.split is None else g.split.width
     if not g.stacked:
-        hyper, masks = hyper_of(g.configs[0]), course_masks(g.configs[0], m)
+        hyper, masks = hyper_of(g.configs[0]), course_masks(g.configs[0], m, width)
         states = init_state(g.keys, impl=g.impl, program=g.program.for_init())
 
         def run(states, n_steps):
             return run_chunk(states, hyper, masks, g.split, X, Y, program=g.program, n_steps=n_steps)
 
         return states, Loop(run, replay_alone(run))
-    masks = [course_masks(c, m) for c in g.configs]
+    masks = [course_masks(c, m, None if width is None else np.reshape(width, -1)[0]) for c in g.configs]
     inputs = (g.keys, _stack([hyper_of(c) for c in g.configs]), None if masks[0] is None else _stack(masks), g.split)
     keys, hyper, masks, split = (jax.tree_util.tree_map(place, t) for t in inputs)
     states = init_members(keys, impl=g.impl, program=g.program.for_init())  # laid out as its key data

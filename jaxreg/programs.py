@@ -79,6 +79,7 @@ class Split(NamedTuple):
 
     train: Any  # (1, m)
     valid: Any  # (1, m), or None: no validation (the weights only mark padding, say)
+    width: Any = None  # int32 scalar: the real examples, the first ``width`` of m (the rest pad); None: all
 
 
 class ChunkLog(NamedTuple):
@@ -184,7 +185,7 @@ def _run_chunk(state: TrainState, hyper: Hyper, masks, split: Split | None, X, Y
     stopped keeps its parameters (its steps are computed and dropped: nothing retraces)."""
     weights = None if split is None else split.train
     clean_cost = cost(state.params, X, Y, hyper.lambd, weights=weights)
-    params, opt_state, costs = _updates(state, hyper, masks, weights, X, Y, program=program, n_steps=n_steps)
+    params, opt_state, costs = _updates(state, hyper, masks, split, X, Y, program=program, n_steps=n_steps)
     step = state.step + n_steps
     best, valid_cost, stopped = state.best, None, None
     if best is not None:  # a stopped member stays where it stopped, its step count too
@@ -205,14 +206,15 @@ def validation_cost(params: dict, X, Y, valid) -> jax.Array:
     return jnp.sum(valid * cross_entropy(logits(params, X), Y)) / jnp.sum(valid)
 
 
-def _updates(state: TrainState, hyper: Hyper, masks, weights, X, Y, *, program: Program, n_steps: int):
+def _updates(state: TrainState, hyper: Hyper, masks, split: Split | None, X, Y, *, program: Program, n_steps: int):
     """The chunk's ``n_steps`` optimizer steps: ``(params, opt_state, costs (n_steps,))``."""
     optimizer = _optimizer(program, hyper)
     # One traced scalar per hidden layer, sliced once, outside the loop (sliced inside the step,
     # XLA fuses the dropout scale otherwise, and float64 results move by an ulp).
     keep_prob = tuple(hyper.keep_prob[i] for i in range(len(program.layer_dims) - 2))
     mask_key = jax.random.split(state.key)[1]
-    m = X.shape[1]
+    m, width = X.shape[1], None if split is None else split.width
+    weights = None if split is None else split.train
 
     def step(carry, step_masks):
         params, opt_state = carry
@@ -221,7 +223,7 @@ def _updates(state: TrainState, hyper: Hyper, masks, weights, X, Y, *, program: 
         return (optax.apply_updates(params, updates), opt_state), value
 
     def bits(t):  # the packed bits of step t's masks, dropout_masks(fold_in(mask_key, t), ...)
-        return mask_bits(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob)
+        return mask_bits(jax.random.fold_in(mask_key, t), program.layer_dims, m, keep_prob, width)
 
     def per_step(carry, step_bits):
         return step(carry, masks_from_bits(step_bits, program.layer_dims, m, keep_prob))
@@ -241,7 +243,7 @@ def _updates(state: TrainState, hyper: Hyper, masks, weights, X, Y, *, program: 
 
     carry = (state.params, state.opt_state)
     if program.dropout and program.masks == "fixed":
-        masks = all_masks(mask_key, program.layer_dims, m, keep_prob)
+        masks = all_masks(mask_key, program.layer_dims, m, keep_prob, width)
     if not program.dropout or masks is not None:
         fixed = masks if program.dropout else None
         carry, costs = jax.lax.scan(lambda c, _: step(c, fixed), carry, length=n_steps)

@@ -25,6 +25,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted
 
 import jaxreg
+from jaxreg import reference
 from jaxreg.config import Setting, TrainConfig, settings
 from jaxreg.diagnose import StuckWarning
 from jaxreg.errors import ConfigError
@@ -235,7 +236,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", StuckWarning)
-                result = jaxreg.train(Xt, Y, config, seed=seed, on_divergence="return", **options)
+                result = jaxreg.train(Xt, Y, config, seed=seed, on_divergence="return", bucket=True, **options)
             for w in caught:  # scikit-learn's users filter convergence problems by this class
                 category = ConvergenceWarning if issubclass(w.category, StuckWarning) else w.category
                 warnings.warn(f"{type(self).__name__}: {w.message}", category, stacklevel=2)
@@ -264,15 +265,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         return np.asarray(X.T, self.config_.dtype)
 
+    def _forward(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """The full network's ``(logits, P(y = 1))``, each ``(n_samples,)``, in NumPy (the textbook's
+        forward pass, :func:`jaxreg.reference.forward`): a small network on a batch to predict costs
+        microseconds there, and a compiled program per batch size would cost far more."""
+        Xt = self._columns(X)
+        with np.errstate(over="ignore"):  # exp(-z) of a saturated unit: P = 0 exactly
+            proba, cache = reference.forward(self.params_, Xt)
+        return cache[f"Z{len(self.params_) // 2}"][0], proba[0]
+
     def decision_function(self, X) -> np.ndarray:
         """The network's logit ``(n_samples,)``: positive where ``classes_[1]`` is predicted."""
-        Xt = self._columns(X)
-        return np.asarray(jaxreg.forward(self.params_, Xt))[0]
+        return self._forward(X)[0]
 
     def predict_proba(self, X) -> np.ndarray:
         """``(n_samples, 2)``: ``P(classes_[0] | x)``, ``P(classes_[1] | x)``, without dropout."""
-        Xt = self._columns(X)
-        p = np.asarray(jaxreg.predict_proba(self.params_, Xt), np.float64)[0]
+        p = np.asarray(self._forward(X)[1], np.float64)
         return np.column_stack([1.0 - p, p])
 
     def predict_log_proba(self, X) -> np.ndarray:
@@ -282,7 +290,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Labels ``(n_samples,)`` from ``classes_``: ``classes_[1]`` where its probability is above 0.5."""
-        Xt = self._columns(X)
-        return self.classes_[np.asarray(jaxreg.predict(self.params_, Xt))[0]]
+        positive = self._forward(X)[1] > 0.5
+        return self.classes_[positive.astype(int)]
 
 

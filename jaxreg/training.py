@@ -59,6 +59,7 @@ def train(
     on_costs: Callable[[int, np.ndarray], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     on_divergence: str = "raise",
+    bucket: bool = False,
     sharding: jax.sharding.Sharding | None = None,
     **options,
 ) -> TrainResult:
@@ -83,6 +84,12 @@ def train(
     history than ``log_every``'s, e.g. for a figure or progress). ``sharding`` places ``X``
     and ``Y`` (e.g. examples split over devices); by default they go to one device.
 
+    With ``bucket=True`` the examples are padded with examples of weight 0 up to
+    :func:`jaxreg.members.bucket` ``(m)`` (1024 below it), so that runs of nearby sizes (a
+    cross-validation's folds and its refit) share one compiled program. The padding changes
+    nothing but rounding: the same masks on the real examples, the same costs and accuracies
+    (float64: to 1e-12; a cost is then the weighted mean over the real examples).
+
     When the cost turns NaN or infinite, raises :class:`TrainingDiverged` (its ``result``
     holds the last finite state), or with ``on_divergence="return"`` returns that result
     (``result.diverged_at`` says where). Warns (:class:`~jaxreg.diagnose.StuckWarning`) when
@@ -99,8 +106,10 @@ def train(
     one = None if split is None else Split(split.train[0], split.valid[0])
     meta = {"config": config.to_json(), "data": data_fingerprint(X, Y),
             "split": None if one is None else data_fingerprint(one.train, one.valid)}
-    if sharding is not None:
-        X, Y, one = _padded(X, Y, one, len(sharding.device_set))
+    if sharding is not None or bucket:
+        size = members.bucket(X.shape[1]) if bucket else X.shape[1]
+        devices = 1 if sharding is None else len(sharding.device_set)
+        X, Y, one = _padded(X, Y, one, -(-size // devices) * devices)
 
     place = jax.device_put if sharding is None else partial(global_array, sharding=sharding)
     g = members.group([config], data, impl, one, stacked=False)
@@ -140,8 +149,7 @@ def train_data_parallel(X, Y, layer_dims: Sequence[int] | TrainConfig, *, device
     ``jax.devices()``, every host's): parameters replicated, XLA reducing the gradient
     sums across devices; the same run as on one device up to the order of floating-point
     sums. Where ``m`` does not divide among the devices, zero-weight examples pad it (all
-    devices stay busy; the dropout masks are then drawn for the padded width, so a run
-    with dropout differs from the unpadded one). ``kwargs`` go to ``train``."""
+    devices stay busy; the real examples keep their dropout masks). ``kwargs`` go to ``train``."""
     validate.features_and_labels(X, Y)
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
@@ -208,11 +216,11 @@ def data_fingerprint(X, Y) -> str:
     return digest.hexdigest()[:16]
 
 
-def _padded(X, Y, split: Split | None, devices: int):
-    """``X``, ``Y`` with zero-weight examples appended up to a multiple of ``devices`` (all of them
-    busy), and the split whose training weights say so; unchanged where ``m`` already divides."""
+def _padded(X, Y, split: Split | None, size: int):
+    """``X``, ``Y`` with zero-weight examples appended up to ``size``, and the split whose training
+    weights say so and whose width (the masks' stride) is the real examples'; unchanged at ``size``."""
     m = X.shape[1]
-    extra = -m % devices
+    extra = size - m
     if extra == 0:
         return X, Y, split
 
@@ -220,7 +228,7 @@ def _padded(X, Y, split: Split | None, devices: int):
         return np.pad(np.asarray(a), ((0, 0), (0, extra)))
 
     train_weights = np.ones((1, m)) if split is None else split.train
-    return pad(X), pad(Y), Split(pad(train_weights), None if split is None else pad(split.valid))
+    return pad(X), pad(Y), Split(pad(train_weights), None if split is None else pad(split.valid), np.int32(m))
 
 
 def _save(path, meta: dict, on_checkpoint, outcome: Outcome) -> None:
