@@ -19,7 +19,8 @@ Y = (X[:1] * X[1:] > 0).astype(float)
 
 @pytest.mark.parametrize("options", [
     {}, {"lambd": 0.7, "keep_prob": 0.8}, {"keep_prob": (0.7, 0.9), "masks": "fixed"},
-    {"keep_prob": 0.86, "masks": "course", "init": "course"}, {"lambd": 0.5, "validation_split": 0.2, "early_stopping": 2},
+    {"keep_prob": 0.86, "masks": "course", "init": "course"},
+    {"lambd": 0.5, "validation_split": 0.2, "early_stopping": 2},
 ], ids=["plain", "l2-dropout", "fixed-masks", "course", "early-stopping"])
 def test_a_padded_run_is_the_unpadded_run(options):
     """The same masks on the real examples, the same costs and accuracies: float64 to 1e-12 (the padded
