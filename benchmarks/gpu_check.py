@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -139,6 +140,14 @@ def same_params(a: dict, b: dict) -> bool:
     return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
+def fingerprint(params: dict) -> str:
+    """SHA-256 of the parameters' bytes (sorted by name): compares runs across processes and machines."""
+    digest = hashlib.sha256()
+    for k in sorted(params):
+        digest.update(k.encode() + np.ascontiguousarray(np.asarray(params[k])).tobytes())
+    return digest.hexdigest()
+
+
 def _json_value(x):
     """NumPy scalars and arrays as JSON numbers and lists."""
     if isinstance(x, np.generic | np.ndarray):
@@ -203,7 +212,7 @@ def textbook(sizes: Sizes) -> dict:
                 "expected_accuracy": [train_acc, test_acc],
                 "costs": got, "expected_costs": list(costs), "worst_cost_difference": worst,
                 "final_cost": r.final_cost, "expected_final_cost": final,
-                "repeat_bitwise_equal": same_params(r.params, again.params),
+                "repeat_bitwise_equal": same_params(r.params, again.params), "params_sha256": fingerprint(r.params),
                 "passed": bool(r.train_accuracy == train_acc and r.test_accuracy == test_acc
                                and worst <= COST_TOLERANCE and round(r.final_cost, 6) == final),
             })  # fmt: skip
@@ -253,6 +262,7 @@ def steady(sizes: Sizes) -> dict:
             "us_per_iteration": us, "first_call_seconds": first, "seconds": times,
             "train_accuracy": results[-1].train_accuracy, "test_accuracy": results[-1].test_accuracy,
             "repeat_bitwise_equal": all(same_params(r.params, results[0].params) for r in results[1:]),
+            "params_sha256": fingerprint(results[0].params),
         }  # fmt: skip
     return {
         "method": f"whole warm jaxreg.train calls of {sizes.steady_iterations} iterations (float32, "
