@@ -1,19 +1,18 @@
 """Issue 21's acceptance check: jaxreg on the backend JAX finds (a GPU, where there is one).
 
-One process, five sections, through the public API only (``jaxreg.train``,
-``jaxreg.sweep.sweep``, ``jaxreg.gradcheck.check_network``, ``jaxreg.data``):
+One process, five sections (the JSON report's keys), through the public API only
+(``jaxreg.train``, ``jaxreg.sweep.sweep``, ``jaxreg.gradcheck.check_network``, ``jaxreg.data``):
 
-1. textbook  the textbook's float64 table (init, masks and data the textbook's): accuracies
-             and costs at iterations 0, 10000, 20000 as the tests hold them (pass/fail per row);
-2. steady    µs per iteration of the lesson's float32 run ([2, 20, 3, 1], 211 examples);
-3. sweep     a 64-configuration float32 sweep: seconds, µs per member-step;
-4. scale     throughput at m = 10⁵ and 10⁶, widths 256 and 1024, as a share of the matmul
-             peak measured here;
-5. gradcheck the full gradient check of [2, 300, 300, 1] (float64): seconds, verdicts.
+1. textbook      the textbook's float64 table (init, masks and data the textbook's): accuracies
+                 and costs at iterations 0, 10000, 20000 as the tests hold them (pass/fail per row);
+2. steady_state  µs per iteration of the lesson's float32 run ([2, 20, 3, 1], 211 examples);
+3. sweep         a 64-configuration float32 sweep: seconds, µs per member-step;
+4. throughput    m = 10⁵ and 10⁶, widths 256 and 1024, as a share of the matmul peak measured here;
+5. gradcheck     the full gradient check of [2, 300, 300, 1] (float64): seconds, verdicts.
 
 Exit status 0 when every correctness row passes (sections 1 and 5) and no section failed to
 run, else 1. Every section is bounded by its sizes (iterations, repetitions, steps), not by
-a clock: the full check takes a few minutes on a GPU; ``--smoke`` runs the same code at tiny
+a clock: the full check takes about 1.5 minutes on an H200; ``--smoke`` runs the same code at tiny
 sizes (the textbook's table still in full: it takes seconds) on whatever backend is there.
 
     PYTHONPATH=. python benchmarks/gpu_check.py --json benchmarks/results/gpu.json
