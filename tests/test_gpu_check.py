@@ -1,0 +1,48 @@
+"""benchmarks/gpu_check.py (issue 21's acceptance check) at its smoke sizes, on the CPU, as CI runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+SECTIONS = ["textbook", "steady_state", "sweep", "throughput", "gradcheck"]
+
+
+def test_gpu_check_smoke_passes_and_reports_every_section(course_data, tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(out)], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASSED" in done.stdout
+
+    report = json.loads(out.read_text())
+    assert report["smoke"] is True and report["passed"] is True and report["failed"] == []
+    env = report["environment"]
+    assert env["backend"] == "cpu" and env["device_count"] >= 1 and env["device_kind"]
+    assert env["packages"]["jax"] and env["packages"]["jaxlib"]
+    assert list(report["sections"]) == SECTIONS
+    for name, section in report["sections"].items():
+        assert "error" not in section, (name, section.get("error"))
+        assert section["method"] and section["section_seconds"] > 0
+
+    textbook = report["sections"]["textbook"]
+    assert [row["run"] for row in textbook["rows"]] == ["no regularization", "L2, lambd 0.7", "dropout, keep_prob 0.86"]
+    assert textbook["passed"] and all(row["passed"] for row in textbook["rows"])
+    assert all(row["worst_cost_difference"] <= 1e-9 for row in textbook["rows"])
+
+    steady = report["sections"]["steady_state"]["regimes"]
+    assert set(steady) == {"none", "L2", "dropout"}
+    assert all(r["us_per_iteration"]["median"] > 0 for r in steady.values())
+
+    sweep = report["sections"]["sweep"]
+    assert sweep["members"] == 4 and sweep["diverged"] == 0 and sweep["us_per_member_step"] > 0
+
+    scale = report["sections"]["throughput"]
+    assert scale["peak_flops_per_second"]["default"] > 0
+    assert all(r["flops_per_second"] > 0 and r["share_of_peak"] > 0 for r in scale["sizes"])
+
+    gradcheck = report["sections"]["gradcheck"]
+    assert gradcheck["passed"] and [r["passed"] for r in gradcheck["rows"]] == [True, True]
