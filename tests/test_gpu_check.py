@@ -46,3 +46,23 @@ def test_gpu_check_smoke_passes_and_reports_every_section(course_data, tmp_path)
 
     gradcheck = report["sections"]["gradcheck"]
     assert gradcheck["passed"] and [r["passed"] for r in gradcheck["rows"]] == [True, True]
+
+
+def test_one_host_device_per_core_only_where_the_run_is_on_the_cpu(monkeypatch):
+    """The CPU-only setting steps aside on an accelerator: named first in JAX_PLATFORMS, or (none named)
+    found installed as a JAX plugin, JAX will use it, and XLA_FLAGS is left as it was."""
+    from jaxreg import cores
+
+    assert cores.on_cpu("cpu") and cores.on_cpu("cpu,cuda")
+    assert not cores.on_cpu("cuda") and not cores.on_cpu("tpu,cpu") and not cores.on_cpu("rocm")
+    monkeypatch.setattr(cores.importlib.util, "find_spec", lambda name: name == "jax_cuda12_plugin" or None)
+    assert not cores.on_cpu("")  # nothing named, a CUDA plugin installed: JAX takes the GPU
+    monkeypatch.setattr(cores.importlib.util, "find_spec", lambda name: None)
+    assert cores.on_cpu("")
+    monkeypatch.delitem(sys.modules, "jax")  # as before JAX starts
+    monkeypatch.setattr(cores, "count", lambda: 4)
+    for platforms, asked in (("cuda", False), ("cpu", True)):
+        monkeypatch.setenv("JAX_PLATFORMS", platforms)
+        monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+        assert cores.host_device_per_core() is asked
+        assert (cores.DEVICE_COUNT_FLAG in os.environ["XLA_FLAGS"]) is asked
