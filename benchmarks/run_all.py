@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-SCRIPTS = ("bench_startup", "bench_train", "bench_sweep", "bench_scale", "bench_gradcheck")
+SCRIPTS = ("bench_startup", "bench_train", "bench_sweep", "bench_scale", "bench_gradcheck", "bench_library")
 RESULT_NAMES = {
     "bench_startup": "startup",
     "bench_train": "train",
     "bench_sweep": "sweep",
     "bench_scale": "scale",
     "bench_gradcheck": "gradcheck",
+    "bench_library": "library",
 }
 
 HEADER = """\
