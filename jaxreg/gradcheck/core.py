@@ -2,7 +2,7 @@
 
 Each checked value (a coordinate ``e_i`` of the parameters, or a random unit direction
 ``v`` within one array) costs four losses, at ``theta + s v`` for ``s = -2e, -e, +e, +2e``
-(``e`` = ``epsilon``)::
+(``e`` = ``epsilon``); the loss at ``theta`` itself, ``J(0)``, is one more for the whole check::
 
     approx  = (J(+e) - J(-e)) / (2e)        the textbook's two-sided difference
     approx2 = (J(+2e) - J(-2e)) / (4e)
@@ -16,10 +16,23 @@ and the error that ``approx`` itself carries is bounded from the same numbers:
   ``theta_i +- e`` is rounded too, which adds ``u |theta_i| |approx| / e``.
 
 A value is wrong when ``|g - approx|`` exceeds ``safety`` times its bound (NaN is wrong).
-A perturbation that crosses a ReLU kink (``kink_pattern``, e.g. which units are on,
-changes between ``theta`` and one of the four points) is excluded: the loss has no
-derivative to approximate along that step. The textbook's verdict, ``difference <=
-threshold``, is reported beside it.
+
+Kinks. Where the step crosses a kink (ReLU, ``abs``, ``max``, a hinge) the two-sided
+difference approximates no derivative. The same losses give each value's one-sided
+differences ``right = (J(+e) - J(0)) / e`` and ``left = (J(0) - J(-e)) / e``, each with its
+own bound (first order: truncation ``|right(2e) - right(e)|``, rounding twice the two-sided
+difference's). On a smooth loss they differ by about ``e J''`` and each bound is about
+``e |J''| / 2``; a kink inside one side's step moves that side's difference towards the
+slope beyond it and inflates that side's bound. So where they differ by more than
+``KINK_FACTOR`` times the smaller bound, a kink lies inside the step, and the value passes
+when it lies in the interval they span, widened by ``safety`` times the smaller bound: the
+derivative on either side of the kink, and any subgradient at it, lies there (``approx``,
+the two-sided difference, is its midpoint). A kink closer to ``theta`` than about ``e``
+is found this way; one between ``e`` and ``2e`` leaves the two-sided difference exact and
+inflates its bound (``approx2`` crosses it). ``kink_pattern`` (e.g. which ReLUs are on: a
+change between ``theta`` and one of the four points) names kinks explicitly; they are
+judged by the same interval. The textbook's verdict, ``difference <= threshold``, is
+reported beside it, on the two-sided differences.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg.gradcheck.flat import Flat, dtype_of, flatten, vector_like
-from jaxreg.gradcheck.report import Entry, Report
+from jaxreg.gradcheck.report import Entry, Kink, Report
 
 __all__ = [
     "EPSILON",
@@ -41,7 +54,9 @@ __all__ = [
     "TOP_K",
     "STEPS",
     "relative_difference",
+    "KINK_FACTOR",
     "fd_estimates",
+    "one_sided",
     "judge",
     "judge_exact",
     "gradient_rounding",
@@ -58,6 +73,9 @@ SAFETY = 10.0  # a value fails when its error exceeds SAFETY x its own error bou
 # honest errors reached 1.2 u |J| / epsilon, 4.6 on a saturated one (J ~ 1e-6).
 ROUNDING = 4.0
 EXACT_ROUNDING = 256.0  # an exactly computed gradient entry rounds to EXACT_ROUNDING u x the size of its terms
+# One-sided differences farther apart than KINK_FACTOR x the smaller of their bounds mark a kink inside the step.
+# On a smooth loss they differ by about e J'', and each bound is about e |J''| / 2 (plus rounding): 2x that margin.
+KINK_FACTOR = 4.0
 TOP_K = 5  # how many of the worst values a report lists
 STEPS = (-2.0, -1.0, 1.0, 2.0)  # the four points of each value, in units of epsilon
 BATCH_ELEMENTS = 2**22  # perturbed array entries held at once (32 MiB of float64)
@@ -98,6 +116,36 @@ def fd_estimates(losses, epsilon: float, step_scale=0.0) -> tuple[np.ndarray, np
     return approx, truncation + rounding
 
 
+def one_sided(losses, j0, epsilon: float, step_scale=0.0) -> tuple[np.ndarray, ...]:
+    """``losses (n, 4)`` as in :func:`fd_estimates`, ``j0``: J at the parameters themselves
+    (a scalar: every value steps from the same point). Returns ``left, right (n,)``, the
+    one-sided differences ``(J(0) - J(-e)) / e`` and ``(J(+e) - J(0)) / e``, and the error
+    bound of each ``(n,)``: first-order truncation (Richardson: the difference at ``2e``
+    minus the one at ``e``) plus rounding (two losses over ``e``)."""
+    losses = np.asarray(losses, np.float64)
+    j_m2, j_m1, j_p1, j_p2 = losses.T
+    j0 = np.float64(j0)
+    left, right = (j0 - j_m1) / epsilon, (j_p1 - j0) / epsilon
+    left2, right2 = (j0 - j_m2) / (2 * epsilon), (j_p2 - j0) / (2 * epsilon)
+    scale = 2 * ROUNDING * np.maximum(np.max(np.abs(losses), axis=1), np.abs(j0))
+    bound_left = np.abs(left2 - left) + _U * (scale + step_scale * np.abs(left)) / epsilon
+    bound_right = np.abs(right2 - right) + _U * (scale + step_scale * np.abs(right)) / epsilon
+    return left, right, bound_left, bound_right
+
+
+def _kink_rule(grad, left, right, bound_left, bound_right):
+    """The interval test: ``nearest``, the end of ``[min(left, right), max(left, right)]``
+    nearest to ``grad`` (``grad`` itself inside), ``error = |grad - nearest|`` and ``bound``,
+    the smaller of the two bounds: a value passes when ``error <= safety x bound``. The
+    smaller, not each side's own: on a smooth loss both truncation estimates are
+    ``e |J''| / 2`` to first order, while a kink inside one side's step (or within ``2e`` of
+    it) inflates that side's estimate by the kink itself, and the honest gradient is the
+    other side's derivative (or, at the kink itself, between the two)."""
+    bottom, top = np.minimum(left, right), np.maximum(left, right)
+    nearest = np.clip(grad, bottom, top)  # NaN stays NaN
+    return nearest, np.abs(grad - nearest), np.minimum(bound_left, bound_right)
+
+
 def _positions(flat: Flat, directions: int | None, n: int):
     """``block (n,)`` (the array of each value) and ``index(j)`` (its index within the array)."""
     if directions is not None:
@@ -109,19 +157,35 @@ def _positions(flat: Flat, directions: int | None, n: int):
 
 def judge(
     grad, approx, bound, flat: Flat, *, mode, compared, epsilon, threshold, safety, top_k,
-    directions=None, kinks=None, losses=None, vectorised=True,
+    directions=None, kinks=None, sides=None, losses=None, loss=None, vectorised=True,
 ) -> Report:
-    """Both verdicts on ``grad (n,)`` against ``approx (n,)`` with error bounds ``bound (n,)``."""
+    """Both verdicts on ``grad (n,)`` against ``approx (n,)`` with error bounds ``bound (n,)``.
+    ``sides``: ``(left, right, bound_left, bound_right)``, the one-sided differences
+    (:func:`one_sided`); a value where they disagree, or that ``kinks (n,)`` names, is a
+    kink, judged by the interval they span."""
     grad, approx, bound = (np.asarray(x, np.float64) for x in (grad, approx, bound))
     n = grad.shape[0]
     block, index = _positions(flat, directions, n)
-    kinks = np.zeros(n, bool) if kinks is None else np.asarray(kinks, bool)
+    named = np.zeros(n, bool) if kinks is None else np.asarray(kinks, bool)
     error = np.abs(grad - approx)
-    failed = ~kinks & ~(error <= safety * bound)  # NaN fails
+    failed = ~(error <= safety * bound)  # NaN fails
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(error == 0, 0.0, error / bound)
-    rank = np.where(kinks, -1.0, np.where(np.isnan(ratio), np.inf, ratio))
-    ranked = [j for j in np.argsort(-rank, kind="stable")[:top_k] if not kinks[j]]
+    shown = np.stack([approx, error, bound])  # what an Entry shows; for a kink, its interval's
+    kink = named.copy()
+    if sides is not None:
+        left, right, bound_left, bound_right = (np.asarray(x, np.float64) for x in sides)
+        nearest, k_error, k_bound = _kink_rule(grad, left, right, bound_left, bound_right)
+        with np.errstate(invalid="ignore"):
+            kink |= np.abs(right - left) > KINK_FACTOR * k_bound  # NaN: no kink
+        failed = np.where(kink, ~(k_error <= safety * k_bound), failed)  # NaN fails
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(kink, np.where(k_error == 0, 0.0, k_error / k_bound), ratio)
+        shown = np.where(kink, np.stack([nearest, k_error, k_bound]), shown)
+    elif kink.any():
+        raise ValueError("kinks: got kinks without sides, expected the one-sided differences to judge them by")
+    rank = np.where(np.isnan(ratio), np.inf, ratio)
+    ranked = np.argsort(-rank, kind="stable")[:top_k]
     difference = relative_difference(grad, approx)
     return Report(
         passed=not failed.any(),
@@ -132,12 +196,16 @@ def judge(
         },
         offenders=tuple(name for b, name in enumerate(flat.names) if failed[block == b].any()),
         n_failed=int(failed.sum()),
-        n_kinks=int(kinks.sum()),
+        n_kinks=int(kink.sum()),
         worst=tuple(
-            Entry(flat.names[block[j]], index(j), float(grad[j]), float(approx[j]), float(error[j]), float(bound[j]))
+            Entry(flat.names[block[j]], index(j), float(grad[j]), *map(float, shown[:, j]), kink=bool(kink[j]))
             for j in ranked
         ),
-        kinks=tuple((flat.names[block[j]], index(j)) for j in np.flatnonzero(kinks)),
+        kinks=tuple(
+            Kink(flat.names[block[j]], index(j), float(grad[j]), float(left[j]), float(right[j]),
+                 float(k_bound[j]), passed=not failed[j], named=bool(named[j]))  # fmt: skip
+            for j in np.flatnonzero(kink)
+        ),
         threshold=float(threshold),
         safety=float(safety),
         epsilon=None if epsilon is None else float(epsilon),
@@ -150,6 +218,7 @@ def judge(
         approx=approx,
         bound=bound,
         losses=losses,
+        loss=None if loss is None else float(loss),
     )
 
 
@@ -159,19 +228,22 @@ def gradient_rounding(scale: float) -> float:
     return EXACT_ROUNDING * _U * scale
 
 
-def judge_fd(grad, losses, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, **options) -> Report:
-    """``grad (n,)`` against the finite differences of ``losses (n, 4)``. Each value's bound is
-    its finite difference's plus ``grad_rounding``, the rounding of the gradient's entries
-    (for a unit direction within an array of ``n_b`` entries: ``sqrt(n_b)`` times that)."""
+def judge_fd(grad, losses, loss, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, **options) -> Report:
+    """``grad (n,)`` against the finite differences of ``losses (n, 4)`` and ``loss`` (J at
+    the parameters). Each value's bounds are its finite differences' plus ``grad_rounding``,
+    the rounding of the gradient's entries (for a unit direction within an array of ``n_b``
+    entries: ``sqrt(n_b)`` times that)."""
     # A coordinate step theta_i +- e is rounded; a direction's projection uses the step taken.
     step_scale = np.abs(flat.theta) if directions is None else 0.0
     approx, bound = fd_estimates(losses, epsilon, step_scale)
+    left, right, bound_left, bound_right = one_sided(losses, loss, epsilon, step_scale)
     if directions is not None:
         grad_rounding = grad_rounding * np.sqrt(np.repeat(flat.sizes, directions))
     mode = "coordinates" if directions is None else "directions"
+    sides = (left, right, bound_left + grad_rounding, bound_right + grad_rounding)
     return judge(
-        grad, approx, bound + grad_rounding, flat, mode=mode, epsilon=epsilon, directions=directions, losses=losses,
-        **options,
+        grad, approx, bound + grad_rounding, flat, mode=mode, epsilon=epsilon, directions=directions, sides=sides,
+        losses=losses, loss=loss, **options,
     )
 
 
@@ -259,8 +331,8 @@ def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, flat, directions, pa
 def sweep(call, flat: Flat, arrays, G=None, *, epsilon, directions, key, pattern=None, with_grad=False):
     """Every value's four losses in one compiled program. ``G (n_g, P)``: gradients to project
     on the directions; with ``with_grad``, ``jax.grad`` of ``call`` is computed there too and
-    comes first. Returns ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)`` and, for
-    directions, ``proj (n, n_g)`` (else None), as NumPy."""
+    comes first. Returns ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)``, for
+    directions ``proj (n, n_g)`` (else None), and the loss at ``flat.leaves`` itself, as NumPy."""
 
     def loss(leaves, arrays):
         return jnp.reshape(call(flat.tree(leaves), arrays), ())
@@ -268,21 +340,25 @@ def sweep(call, flat: Flat, arrays, G=None, *, epsilon, directions, key, pattern
     def program(leaves, arrays, G, key, epsilon):
         leaves, grad = list(leaves), None
         if with_grad:
-            grad = jnp.concatenate([g.ravel() for g in jax.grad(loss)(leaves, arrays)])
+            j0, grad = jax.value_and_grad(loss)(leaves, arrays)
+            grad = jnp.concatenate([g.ravel() for g in grad])
             G = grad[None] if G is None else jnp.concatenate([grad[None], G])
+        else:
+            j0 = loss(leaves, arrays)  # one loss more for the one-sided differences, beside the 4n
         steps = epsilon * jnp.asarray(STEPS, jnp.float64)
         base = None if pattern is None else pattern(flat.tree(leaves), arrays)
         options = dict(loss=loss, flat=flat, directions=directions, pattern=pattern, base=base)
         parts = [_array_sweep(b, leaves, arrays, G, key, steps, **options) for b in range(len(leaves))]
         losses, kinks, proj = (jnp.concatenate(p) for p in zip(*parts, strict=True))
-        return grad, losses, kinks, proj
+        return grad, losses, kinks, proj, j0
 
-    grad, losses, kinks, proj = jax.jit(program)(flat.leaves, arrays, G, key, epsilon)
+    grad, losses, kinks, proj, j0 = jax.jit(program)(flat.leaves, arrays, G, key, epsilon)
     return (
         None if grad is None else np.asarray(grad),
         np.asarray(losses),
         np.asarray(kinks),
         None if directions is None else np.asarray(proj),
+        float(j0),
     )
 
 
@@ -312,7 +388,8 @@ def _numpy_sweep(loss_fn, args, kwargs, flat: Flat, G, *, epsilon, directions, k
             if directions is not None:
                 step = (points[2][b] - points[1][b]).ravel() / (2 * epsilon)
                 proj.append(G[:, start : start + x.size] @ step)
-    return np.asarray(losses), np.asarray(kinks, bool), None if directions is None else np.asarray(proj)
+    j0 = float(np.asarray(loss_fn(flat.tree(flat.leaves), *args, **kwargs)))
+    return np.asarray(losses), np.asarray(kinks, bool), None if directions is None else np.asarray(proj), j0
 
 
 def _check_loss(call, arrays, flat: Flat, loss_fn, args, kwargs, epsilon) -> bool:
@@ -357,15 +434,19 @@ def check(
     keyed like ``params`` or like the textbook (``dW1`` for ``W1``; extra entries such as
     ``dZ1`` are ignored) and must be float64. Every coordinate is checked unless
     ``directions=K``: then ``K`` random unit directions per array (from ``direction_key``,
-    default ``PRNGKey(0)``). ``kink_pattern(params, *args, **kwargs)``, if given, returns
-    an array (e.g. which ReLUs are on) whose change marks a perturbation as crossing a kink.
+    default ``PRNGKey(0)``). A value whose step crosses a kink (its one-sided differences
+    disagree by more than ``KINK_FACTOR`` times the smaller of their bounds) passes when it
+    lies between them, widened by ``safety`` times that bound (``report.kinks``);
+    ``kink_pattern(params, *args, **kwargs)``, if given, returns an array (e.g. which ReLUs
+    are on) whose change names a step as crossing a kink, judged the same way.
     The names ``grads``, ``epsilon``, ``threshold``, ``safety``, ``directions``,
     ``direction_key``, ``kink_pattern`` and ``top_k`` are the check's; every other keyword
     goes to ``loss_fn``.
 
-    Only the array a value belongs to is perturbed; all ``4n`` losses run in one compiled
-    call. A loss JAX cannot trace (plain NumPy) still works when ``grads`` are given: the
-    losses then run in a Python loop (``report.vectorised`` is False)."""
+    Only the array a value belongs to is perturbed; all ``4n`` losses (and the loss at
+    ``params``) run in one compiled call. A loss JAX cannot trace (plain NumPy) still works
+    when ``grads`` are given: the losses then run in a Python loop (``report.vectorised`` is
+    False)."""
     check_options(epsilon, threshold, safety, directions, top_k)
     key = DEFAULT_KEY if direction_key is None else direction_key
     with jax.enable_x64(True):
@@ -376,17 +457,21 @@ def check(
         options, grad = dict(epsilon=epsilon, directions=directions, key=key), None
         if traceable:
             pattern = None if kink_pattern is None else bind(kink_pattern, args, kwargs)[0]
-            grad, losses, kinks, proj = sweep(call, flat, arrays, G, pattern=pattern, with_grad=G is None, **options)
+            grad, losses, kinks, proj, j0 = sweep(
+                call, flat, arrays, G, pattern=pattern, with_grad=G is None, **options
+            )
         elif G is None:
             raise TypeError(
                 "loss_fn: jax.grad cannot trace it; pass grads= (your own gradients) to check them "
                 "against finite differences"
             )
         else:
-            losses, kinks, proj = _numpy_sweep(loss_fn, args, kwargs, flat, G, kink_pattern=kink_pattern, **options)
+            losses, kinks, proj, j0 = _numpy_sweep(
+                loss_fn, args, kwargs, flat, G, kink_pattern=kink_pattern, **options
+            )
     values = (G[0] if grad is None else grad) if directions is None else proj[:, 0]
     compared = "finite differences vs " + ("grads" if grads is not None else "jax.grad(loss_fn)")
     return judge_fd(
-        values, losses, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=compared,
+        values, losses, j0, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=compared,
         threshold=threshold, safety=safety, top_k=top_k, vectorised=traceable,
     )
