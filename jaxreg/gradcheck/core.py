@@ -33,10 +33,17 @@ inflates its bound (``approx2`` crosses it). ``kink_pattern`` (e.g. which ReLUs 
 change between ``theta`` and one of the four points) names kinks explicitly; they are
 judged by the same interval. The textbook's verdict, ``difference <= threshold``, is
 reported beside it, on the two-sided differences.
+
+Compilation: the perturbed losses run in one compiled program, kept per loss function,
+kink pattern, parameter structure, shapes and static options (``directions``, the
+non-array arguments of the loss such as ``lambd=0.7``): a second check of the same loss on
+new values of the same shapes compiles nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +67,7 @@ __all__ = [
     "judge",
     "judge_exact",
     "gradient_rounding",
+    "Bound",
     "bind",
     "sweep",
     "check_options",
@@ -275,21 +283,40 @@ def check_options(epsilon, threshold, safety, directions, top_k) -> None:
 # The perturbed losses of any loss function: each value perturbs only the array it belongs to
 
 
-def bind(fn: Callable, args: tuple, kwargs: dict):
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """``fn(params, *args, **kwargs)`` as ``call(params, arrays)``, the array leaves of
+    ``args``/``kwargs`` taken out as ``arrays``. Equal (and of equal hash) for the same ``fn``
+    and the same non-array arguments, so that a compiled program can be keyed by it."""
+
+    fn: Callable
+    treedef: Any  # of (args, kwargs)
+    fixed: tuple  # per leaf of (args, kwargs): None for an array (an input), else (type, value)
+
+    def __call__(self, params, arrays):
+        it = iter(arrays)
+        filled = [next(it) if f is None else f[1] for f in self.fixed]
+        a, k = jax.tree_util.tree_unflatten(self.treedef, filled)
+        return self.fn(params, *a, **k)
+
+
+def bind(fn: Callable, args: tuple, kwargs: dict) -> tuple[Bound, list]:
     """``(call, arrays)`` with ``call(params, arrays) == fn(params, *args, **kwargs)``: the array
     leaves of ``args``/``kwargs`` become inputs of the compiled program (not constants baked
-    into it); every other leaf (floats such as ``lambd``, strings, None) stays fixed."""
+    into it); every other leaf (floats such as ``lambd``, strings, None) stays fixed, and is
+    part of the program's key (with its type: ``1`` and ``1.0`` compile apart)."""
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     dynamic = [isinstance(x, jax.Array | np.ndarray) for x in leaves]
-    arrays = [x for x, d in zip(leaves, dynamic, strict=True) if d]
+    fixed = tuple(None if d else (type(x), x) for x, d in zip(leaves, dynamic, strict=True))
+    return Bound(fn, treedef, fixed), [x for x, d in zip(leaves, dynamic, strict=True) if d]
 
-    def call(params, arrays):
-        it = iter(arrays)
-        filled = [next(it) if d else x for x, d in zip(leaves, dynamic, strict=True)]
-        a, k = jax.tree_util.tree_unflatten(treedef, filled)
-        return fn(params, *a, **k)
 
-    return call, arrays
+def _hashable(*xs) -> bool:
+    try:
+        hash(xs)
+    except TypeError:
+        return False
+    return True
 
 
 def _unit_direction(key, j, shape):
@@ -298,7 +325,7 @@ def _unit_direction(key, j, shape):
     return v / jnp.linalg.norm(v)
 
 
-def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, flat, directions, pattern, base):
+def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, structure, directions, pattern, base, batch):
     """Array ``b``'s values: losses ``(n_b, 4)``, kink flags ``(n_b,)`` and, for directions,
     the gradients' projections on the step taken ``(n_b, n_g)``."""
     x = leaves[b]
@@ -318,41 +345,64 @@ def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, flat, directions, pa
         J = jax.vmap(lambda xb: loss(at(xb), arrays))(xs)
         kink = jnp.zeros((), bool)
         if pattern is not None:
-            kink = jnp.any(jax.vmap(lambda xb: jnp.any(pattern(flat.tree(at(xb)), arrays) != base))(xs))
+            kink = jnp.any(jax.vmap(lambda xb: jnp.any(pattern(structure.tree(at(xb)), arrays) != base))(xs))
         if directions is None:
             return J, kink, jnp.zeros(())
-        start = int(flat.starts[b])
+        start = sum(leaf.size for leaf in leaves[:b])
         return J, kink, G[:, start : start + size] @ ((xs[2] - xs[1]).ravel() / (steps[2] - steps[1]))
 
-    batch = max(1, min(n_b, BATCH_ELEMENTS // (4 * max(size, 1))))
     return jax.lax.map(one, jnp.arange(n_b), batch_size=batch)
+
+
+def _sweep_program(leaves, arrays, G, key, epsilon, *, call, pattern, structure, directions, with_grad, batches):
+    """:func:`sweep`'s program: ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)``,
+    ``proj (n, n_g)`` (zeros for coordinates) and the loss at ``leaves``."""
+
+    def loss(leaves, arrays):
+        return jnp.reshape(call(structure.tree(leaves), arrays), ())
+
+    leaves, grad = list(leaves), None
+    if with_grad:
+        j0, grad = jax.value_and_grad(loss)(leaves, arrays)
+        grad = jnp.concatenate([g.ravel() for g in grad])
+        G = grad[None] if G is None else jnp.concatenate([grad[None], G])
+    else:
+        j0 = loss(leaves, arrays)  # one loss more for the one-sided differences, beside the 4n
+    steps = epsilon * jnp.asarray(STEPS, jnp.float64)
+    base = None if pattern is None else pattern(structure.tree(leaves), arrays)
+    options = dict(loss=loss, structure=structure, directions=directions, pattern=pattern, base=base)
+    parts = [_array_sweep(b, leaves, arrays, G, key, steps, batch=batches[b], **options) for b in range(len(leaves))]
+    losses, kinks, proj = (jnp.concatenate(p) for p in zip(*parts, strict=True))
+    return grad, losses, kinks, proj, j0
+
+
+_STATIC = ("call", "pattern", "structure", "directions", "with_grad", "batches")
+# One program per loss, pattern, structure, shapes and static options; jit keeps them (and the
+# functions they were made from) in its cache.
+_compiled_sweep = jax.jit(_sweep_program, static_argnames=_STATIC)
 
 
 def sweep(call, flat: Flat, arrays, G=None, *, epsilon, directions, key, pattern=None, with_grad=False):
     """Every value's four losses in one compiled program. ``G (n_g, P)``: gradients to project
     on the directions; with ``with_grad``, ``jax.grad`` of ``call`` is computed there too and
     comes first. Returns ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)``, for
-    directions ``proj (n, n_g)`` (else None), and the loss at ``flat.leaves`` itself, as NumPy."""
+    directions ``proj (n, n_g)`` (else None), and the loss at ``flat.leaves`` itself, as NumPy.
 
-    def loss(leaves, arrays):
-        return jnp.reshape(call(flat.tree(leaves), arrays), ())
-
-    def program(leaves, arrays, G, key, epsilon):
-        leaves, grad = list(leaves), None
-        if with_grad:
-            j0, grad = jax.value_and_grad(loss)(leaves, arrays)
-            grad = jnp.concatenate([g.ravel() for g in grad])
-            G = grad[None] if G is None else jnp.concatenate([grad[None], G])
-        else:
-            j0 = loss(leaves, arrays)  # one loss more for the one-sided differences, beside the 4n
-        steps = epsilon * jnp.asarray(STEPS, jnp.float64)
-        base = None if pattern is None else pattern(flat.tree(leaves), arrays)
-        options = dict(loss=loss, flat=flat, directions=directions, pattern=pattern, base=base)
-        parts = [_array_sweep(b, leaves, arrays, G, key, steps, **options) for b in range(len(leaves))]
-        losses, kinks, proj = (jnp.concatenate(p) for p in zip(*parts, strict=True))
-        return grad, losses, kinks, proj, j0
-
-    grad, losses, kinks, proj, j0 = jax.jit(program)(flat.leaves, arrays, G, key, epsilon)
+    ``call(params, arrays)`` and ``pattern`` (the same form) key the compiled program with
+    the shapes: equal ones (a :class:`Bound` of the same function and non-array arguments,
+    or the same function) on arrays of the same shapes reuse it. Unhashable ones compile
+    anew each time."""
+    batches = tuple(  # values per batch, each array: about BATCH_ELEMENTS perturbed entries at once
+        max(1, min(leaf.size if directions is None else directions, BATCH_ELEMENTS // (4 * max(leaf.size, 1))))
+        for leaf in flat.leaves
+    )
+    static = dict(call=call, pattern=pattern, structure=flat.structure, directions=directions, with_grad=with_grad,
+                  batches=batches)  # fmt: skip
+    if _hashable(call, pattern):
+        program = functools.partial(_compiled_sweep, **static)
+    else:
+        program = jax.jit(functools.partial(_sweep_program, **static))
+    grad, losses, kinks, proj, j0 = program(flat.leaves, arrays, G, key, np.float64(epsilon))
     return (
         None if grad is None else np.asarray(grad),
         np.asarray(losses),
@@ -360,6 +410,11 @@ def sweep(call, flat: Flat, arrays, G=None, *, epsilon, directions, key, pattern
         None if directions is None else np.asarray(proj),
         float(j0),
     )
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _draw_directions(key, js, shape):
+    return jax.vmap(lambda j: _unit_direction(key, j, shape))(js)
 
 
 def _numpy_sweep(loss_fn, args, kwargs, flat: Flat, G, *, epsilon, directions, key, kink_pattern):
@@ -372,8 +427,7 @@ def _numpy_sweep(loss_fn, args, kwargs, flat: Flat, G, *, epsilon, directions, k
     for b, x in enumerate(flat.leaves):
         start, n_b = int(flat.starts[b]), x.size if directions is None else directions
         if directions is not None:
-            draw = jax.jit(lambda key, js, shape=x.shape: jax.vmap(lambda j: _unit_direction(key, j, shape))(js))
-            V = np.asarray(draw(key, b * directions + np.arange(directions)))
+            V = np.asarray(_draw_directions(key, b * directions + np.arange(directions), x.shape))
         for k in range(n_b):
             points = []
             for s in STEPS:

@@ -21,6 +21,7 @@ losses per array), with the same pattern.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -280,16 +281,31 @@ def _fast_path(params, X, Y, problem: _Problem, lambd: float, epsilon: float):
 # Random directions: the generic path, with the model's pattern for kinks
 
 
-def _directional(flat: Flat, X, Y, problem: _Problem, lambd: float, g_back, *, epsilon, directions, key):
-    def loss(params, arrays):
-        X, Y, masks, lambd = arrays
-        return model.loss(params, X, Y, lambd=lambd, masks=masks, keep_prob=problem.keep)
+@dataclasses.dataclass(frozen=True)
+class _DirectionalLoss:
+    """``jaxreg.loss`` as :func:`core.sweep` calls it, ``arrays = (X, Y, masks, lambd)``; equal
+    for equal ``keep`` (1.0, or the hidden layers' keep_prob), so its program is reused."""
 
-    def pattern(params, arrays):
+    keep: Any
+
+    def __call__(self, params, arrays):
+        X, Y, masks, lambd = arrays
+        return model.loss(params, X, Y, lambd=lambd, masks=masks, keep_prob=self.keep)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DirectionalPattern:
+    """The ReLU pattern (units on and kept) of every hidden layer, flat, same arguments."""
+
+    keep: Any
+
+    def __call__(self, params, arrays):
         X, _, masks, _ = arrays
-        Z = model.preactivations(params, X, masks=masks, keep_prob=problem.keep)[:-1]
+        Z = model.preactivations(params, X, masks=masks, keep_prob=self.keep)[:-1]
         return jnp.concatenate([_on(Zl, None if masks is None else masks[l]).ravel() for l, Zl in enumerate(Z)])
 
+
+def _directional(flat: Flat, X, Y, problem: _Problem, lambd: float, g_back, *, epsilon, directions, key):
     arrays = (X, Y, problem.masks, np.float64(lambd))
-    options = dict(epsilon=epsilon, directions=directions, key=key, pattern=pattern, with_grad=True)
-    return core.sweep(loss, flat, arrays, g_back[None], **options)
+    options = dict(epsilon=epsilon, directions=directions, key=key, pattern=_DirectionalPattern(problem.keep))
+    return core.sweep(_DirectionalLoss(problem.keep), flat, arrays, g_back[None], with_grad=True, **options)
