@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +64,8 @@ __all__ = [
     "KINK_FACTOR",
     "fd_estimates",
     "one_sided",
+    "Differences",
+    "differences",
     "judge",
     "judge_exact",
     "gradient_rounding",
@@ -112,19 +114,21 @@ def relative_difference(g, approx) -> float:
 # The error model and the verdict
 
 
-def fd_estimates(losses, epsilon: float, step_scale=0.0) -> tuple[np.ndarray, np.ndarray]:
+def fd_estimates(losses, epsilon: float, step_scale=0.0, *, scale=None) -> tuple[np.ndarray, np.ndarray]:
     """``losses (n, 4)``: J at ``-2e, -e, +e, +2e`` along each value's step. Returns the
     textbook's difference ``approx (n,)`` and the error bound of each ``(n,)``.
-    ``step_scale``: ``|theta_i|`` where the step ``theta_i +- e`` is rounded, 0 where it is exact."""
+    ``step_scale``: ``|theta_i|`` where the step ``theta_i +- e`` is rounded, 0 where it is exact.
+    ``scale``: each row's largest ``|J|``, where the caller has it."""
     losses = np.asarray(losses, np.float64)
     j_m2, j_m1, j_p1, j_p2 = losses.T
+    scale = np.max(np.abs(losses), axis=1) if scale is None else scale
     approx = (j_p1 - j_m1) / (2 * epsilon)
     truncation = np.abs((j_p2 - j_m2) / (4 * epsilon) - approx) / 3
-    rounding = _U * (ROUNDING * np.max(np.abs(losses), axis=1) + step_scale * np.abs(approx)) / epsilon
+    rounding = _U * (ROUNDING * scale + step_scale * np.abs(approx)) / epsilon
     return approx, truncation + rounding
 
 
-def one_sided(losses, j0, epsilon: float, step_scale=0.0) -> tuple[np.ndarray, ...]:
+def one_sided(losses, j0, epsilon: float, step_scale=0.0, *, scale=None) -> tuple[np.ndarray, ...]:
     """``losses (n, 4)`` as in :func:`fd_estimates`, ``j0``: J at the parameters themselves
     (a scalar: every value steps from the same point). Returns ``left, right (n,)``, the
     one-sided differences ``(J(0) - J(-e)) / e`` and ``(J(+e) - J(0)) / e``, and the error
@@ -133,12 +137,44 @@ def one_sided(losses, j0, epsilon: float, step_scale=0.0) -> tuple[np.ndarray, .
     losses = np.asarray(losses, np.float64)
     j_m2, j_m1, j_p1, j_p2 = losses.T
     j0 = np.float64(j0)
+    scale = np.max(np.abs(losses), axis=1) if scale is None else scale
     left, right = (j0 - j_m1) / epsilon, (j_p1 - j0) / epsilon
     left2, right2 = (j0 - j_m2) / (2 * epsilon), (j_p2 - j0) / (2 * epsilon)
-    scale = 2 * ROUNDING * np.maximum(np.max(np.abs(losses), axis=1), np.abs(j0))
-    bound_left = np.abs(left2 - left) + _U * (scale + step_scale * np.abs(left)) / epsilon
-    bound_right = np.abs(right2 - right) + _U * (scale + step_scale * np.abs(right)) / epsilon
+    rounding = 2 * ROUNDING * np.maximum(scale, np.abs(j0))
+    bound_left = np.abs(left2 - left) + _U * (rounding + step_scale * np.abs(left)) / epsilon
+    bound_right = np.abs(right2 - right) + _U * (rounding + step_scale * np.abs(right)) / epsilon
     return left, right, bound_left, bound_right
+
+
+class Differences(NamedTuple):
+    """A check's finite differences, one per value ``(n,)``, each with its error bound (the
+    gradient's own rounding included), and where the one-sided ones disagree."""
+
+    approx: np.ndarray  # (J(+e) - J(-e)) / 2e, the textbook's
+    bound: np.ndarray
+    left: np.ndarray  # (J(0) - J(-e)) / e
+    right: np.ndarray  # (J(+e) - J(0)) / e
+    bound_left: np.ndarray
+    bound_right: np.ndarray
+    disagree: np.ndarray  # bool: |right - left| > KINK_FACTOR x the smaller bound, a kink inside the step
+
+
+def differences(losses, loss, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0) -> Differences:
+    """The finite differences of ``losses (n, 4)`` and ``loss`` (J at the parameters). Each
+    value's bounds are its differences' plus ``grad_rounding``, the rounding of the gradient's
+    entries (for a unit direction within an array of ``n_b`` entries: ``sqrt(n_b)`` times that)."""
+    losses = np.asarray(losses, np.float64)
+    # A coordinate step theta_i +- e is rounded; a direction's projection uses the step taken.
+    step_scale = np.abs(flat.theta) if directions is None else 0.0
+    scale = np.max(np.abs(losses), axis=1)
+    approx, bound = fd_estimates(losses, epsilon, step_scale, scale=scale)
+    left, right, bound_left, bound_right = one_sided(losses, loss, epsilon, step_scale, scale=scale)
+    if directions is not None:
+        grad_rounding = grad_rounding * np.sqrt(np.repeat(flat.sizes, directions))
+    bound_left, bound_right = bound_left + grad_rounding, bound_right + grad_rounding
+    with np.errstate(invalid="ignore"):
+        disagree = np.abs(right - left) > KINK_FACTOR * np.minimum(bound_left, bound_right)  # NaN: no
+    return Differences(approx, bound + grad_rounding, left, right, bound_left, bound_right, disagree)
 
 
 def _kink_rule(grad, left, right, bound_left, bound_right):
@@ -165,12 +201,11 @@ def _positions(flat: Flat, directions: int | None, n: int):
 
 def judge(
     grad, approx, bound, flat: Flat, *, mode, compared, epsilon, threshold, safety, top_k,
-    directions=None, kinks=None, sides=None, losses=None, loss=None, vectorised=True,
+    directions=None, kinks=None, sides: Differences | None = None, losses=None, loss=None, vectorised=True,
 ) -> Report:
     """Both verdicts on ``grad (n,)`` against ``approx (n,)`` with error bounds ``bound (n,)``.
-    ``sides``: ``(left, right, bound_left, bound_right)``, the one-sided differences
-    (:func:`one_sided`); a value where they disagree, or that ``kinks (n,)`` names, is a
-    kink, judged by the interval they span."""
+    ``sides``: the one-sided differences (:func:`differences`); a value where they disagree,
+    or that ``kinks (n,)`` names, is a kink, judged by the interval they span."""
     grad, approx, bound = (np.asarray(x, np.float64) for x in (grad, approx, bound))
     n = grad.shape[0]
     block, index = _positions(flat, directions, n)
@@ -179,19 +214,18 @@ def judge(
     failed = ~(error <= safety * bound)  # NaN fails
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(error == 0, 0.0, error / bound)
-    shown = np.stack([approx, error, bound])  # what an Entry shows; for a kink, its interval's
-    kink = named.copy()
-    if sides is not None:
-        left, right, bound_left, bound_right = (np.asarray(x, np.float64) for x in sides)
-        nearest, k_error, k_bound = _kink_rule(grad, left, right, bound_left, bound_right)
-        with np.errstate(invalid="ignore"):
-            kink |= np.abs(right - left) > KINK_FACTOR * k_bound  # NaN: no kink
-        failed = np.where(kink, ~(k_error <= safety * k_bound), failed)  # NaN fails
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(kink, np.where(k_error == 0, 0.0, k_error / k_bound), ratio)
-        shown = np.where(kink, np.stack([nearest, k_error, k_bound]), shown)
-    elif kink.any():
+    kink = named if sides is None else named | sides.disagree
+    at = np.flatnonzero(kink)  # usually none: the interval is worked out where needed
+    if at.size and sides is None:
         raise ValueError("kinks: got kinks without sides, expected the one-sided differences to judge them by")
+    if at.size:
+        left, right = sides.left[at], sides.right[at]
+        nearest, k_error, k_bound = _kink_rule(grad[at], left, right, sides.bound_left[at], sides.bound_right[at])
+        failed[at] = ~(k_error <= safety * k_bound)  # NaN fails
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio[at] = np.where(k_error == 0, 0.0, k_error / k_bound)
+    # What an Entry shows: for a kink, the nearer end of its interval, the distance, the smaller bound.
+    shown = {j: (nearest[i], k_error[i], k_bound[i]) for i, j in enumerate(at)} if at.size else {}
     rank = np.where(np.isnan(ratio), np.inf, ratio)
     ranked = np.argsort(-rank, kind="stable")[:top_k]
     difference = relative_difference(grad, approx)
@@ -204,15 +238,16 @@ def judge(
         },
         offenders=tuple(name for b, name in enumerate(flat.names) if failed[block == b].any()),
         n_failed=int(failed.sum()),
-        n_kinks=int(kink.sum()),
+        n_kinks=int(at.size),
         worst=tuple(
-            Entry(flat.names[block[j]], index(j), float(grad[j]), *map(float, shown[:, j]), kink=bool(kink[j]))
+            Entry(flat.names[block[j]], index(j), float(grad[j]),
+                  *map(float, shown.get(j, (approx[j], error[j], bound[j]))), kink=bool(kink[j]))  # fmt: skip
             for j in ranked
         ),
         kinks=tuple(
-            Kink(flat.names[block[j]], index(j), float(grad[j]), float(left[j]), float(right[j]),
-                 float(k_bound[j]), passed=not failed[j], named=bool(named[j]))  # fmt: skip
-            for j in np.flatnonzero(kink)
+            Kink(flat.names[block[j]], index(j), float(grad[j]), float(left[i]), float(right[i]), float(k_bound[i]),
+                 passed=not failed[j], named=bool(named[j]))  # fmt: skip
+            for i, j in enumerate(at)
         ),
         threshold=float(threshold),
         safety=float(safety),
@@ -236,22 +271,19 @@ def gradient_rounding(scale: float) -> float:
     return EXACT_ROUNDING * _U * scale
 
 
-def judge_fd(grad, losses, loss, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, **options) -> Report:
-    """``grad (n,)`` against the finite differences of ``losses (n, 4)`` and ``loss`` (J at
-    the parameters). Each value's bounds are its finite differences' plus ``grad_rounding``,
-    the rounding of the gradient's entries (for a unit direction within an array of ``n_b``
-    entries: ``sqrt(n_b)`` times that)."""
-    # A coordinate step theta_i +- e is rounded; a direction's projection uses the step taken.
-    step_scale = np.abs(flat.theta) if directions is None else 0.0
-    approx, bound = fd_estimates(losses, epsilon, step_scale)
-    left, right, bound_left, bound_right = one_sided(losses, loss, epsilon, step_scale)
-    if directions is not None:
-        grad_rounding = grad_rounding * np.sqrt(np.repeat(flat.sizes, directions))
+def judge_fd(
+    grad, losses, loss, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, fd: Differences | None = None,
+    **options,
+) -> Report:
+    """``grad (n,)`` against the finite differences of ``losses (n, 4)`` and ``loss`` (J at the
+    parameters), bounds as :func:`differences` gives them (``fd``: already computed, e.g. for
+    two gradients checked against the same losses)."""
+    if fd is None:
+        fd = differences(losses, loss, flat, epsilon=epsilon, directions=directions, grad_rounding=grad_rounding)
     mode = "coordinates" if directions is None else "directions"
-    sides = (left, right, bound_left + grad_rounding, bound_right + grad_rounding)
     return judge(
-        grad, approx, bound + grad_rounding, flat, mode=mode, epsilon=epsilon, directions=directions, sides=sides,
-        losses=losses, loss=loss, **options,
+        grad, fd.approx, fd.bound, flat, mode=mode, epsilon=epsilon, directions=directions, sides=fd, losses=losses,
+        loss=loss, **options,
     )
 
 

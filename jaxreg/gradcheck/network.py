@@ -126,8 +126,10 @@ def check_network(
     # Both gradients round like the terms they sum: the finite differences' bounds include that too.
     scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
     options = dict(threshold=threshold, safety=safety, top_k=top_k)
-    fd = dict(losses=losses, loss=j0, flat=flat, epsilon=epsilon, directions=directions, kinks=kinks,
-              grad_rounding=core.gradient_rounding(scale), **options)  # fmt: skip
+    differences = core.differences(losses, j0, flat, epsilon=epsilon, directions=directions,
+                                   grad_rounding=core.gradient_rounding(scale))  # fmt: skip
+    fd = dict(losses=losses, loss=j0, flat=flat, epsilon=epsilon, directions=directions, kinks=kinks, fd=differences,
+              **options)  # fmt: skip
     return NetworkReport.combine(
         core.judge_fd(values[0], compared="finite differences vs jax.grad(jaxreg.loss)", **fd),
         core.judge_fd(values[1], compared="finite differences vs backward", **fd),
