@@ -10,7 +10,9 @@ computed as the textbook does, one coordinate at a time (two losses each): a Pyt
 over a jitted two-sided difference (``jax-loop``) and the textbook's NumPy loop
 (``numpy-loop``: ``jaxreg.reference`` forward and cost per perturbation), run on the first
 coordinates of the large network and extrapolated to all of them (the table says how many).
-On the small network the generic ``gradcheck.check(jaxreg.loss, ...)`` runs too.
+On the small network the generic ``gradcheck.check(jaxreg.loss, ...)`` runs too, and a row
+counts its compilations and seconds on a first call (compiled programs forgotten before it)
+and on a repeated call with new values of the same shapes (issue 23: it compiles nothing).
 
 This process unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before NumPy loads, so the NumPy
 loop's BLAS picks its own kernel (recorded with threadpoolctl where it is installed).
@@ -36,6 +38,7 @@ import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from jaxreg import gradcheck, model, reference  # noqa: E402
+from jaxreg.compilation import CompileClock  # noqa: E402
 
 EPSILON = 1e-7
 LAMBD = 0.7
@@ -159,6 +162,20 @@ def verdict_text(report) -> str:
     )
 
 
+def first_and_repeated(params, X, Y) -> dict:
+    """The generic check's compilations and seconds: a first call (programs forgotten before
+    it), then a repeated call on new values of the same shapes."""
+    C.clear_compiled()
+    out = {}
+    for name, p in (("first", params), ("repeated", {k: v + 0.01 for k, v in params.items()})):
+        grads = reference.backward(p, X, Y, lambd=LAMBD)
+        clock, t0 = CompileClock(), time.perf_counter()
+        gradcheck.check(model.loss, p, X, Y, grads=grads, lambd=LAMBD)
+        out[name] = {"seconds": time.perf_counter() - t0, "compilations": len(clock.programs),
+                     "programs": clock.programs}  # fmt: skip
+    return out
+
+
 def run_case(label, dims, m, reps):
     """Time the check and its competitors on one network; returns (rows, payload)."""
     print(f"bench_gradcheck: {label} ...", file=sys.stderr, flush=True)
@@ -183,6 +200,7 @@ def run_case(label, dims, m, reps):
     first = time.perf_counter() - t0
     for run in loops.values():
         run(2)  # compile the jitted difference
+    compile_once = first_and_repeated(params, X, Y) if m is None else None
     samples = C.interleaved(competitors, reps=reps, warmup=1 if m is None else 0)
     seconds = {name: C.stats(s["wall"], 1.0 if name in ("check_network", "check (generic)") else P / k)
                for name, s in samples.items()}  # fmt: skip
@@ -193,7 +211,7 @@ def run_case(label, dims, m, reps):
         "honest_passed": reports["honest"].passed, "honest_textbook_passed": reports["honest"].textbook_passed,
         "honest_difference": reports["honest"].difference, "n_kinks": reports["honest"].n_kinks,
         "speedup_vs_numpy": numpy_median / seconds["check_network"]["median"],
-        "speedup_vs_numpy_first_call": numpy_median / first,
+        "speedup_vs_numpy_first_call": numpy_median / first, "check_first_and_repeated": compile_once,
     }  # fmt: skip
     verdicts = {"check_network": "correct gradient: " + verdict_text(reports["honest"])}
     if m is not None:
@@ -216,6 +234,11 @@ def run_case(label, dims, m, reps):
         first_text = f"; first call {first:.2f}" if name == "check_network" else ""
         rows.append([label, f"{P:,}", note, name, C.fmt_range(s, 3) + extrapolated + first_text,
                      C.fmt_ratio(numpy_median / s["median"]), verdicts.get(name, "")])  # fmt: skip
+    if compile_once is not None:
+        first_call, again = compile_once["first"], compile_once["repeated"]
+        rows.append([label, f"{P:,}", note, "check (generic): first call, then repeated on new values",
+                     f"{first_call['seconds']:.3f} ({first_call['compilations']} compilation(s)), then "
+                     f"{again['seconds']:.3f} ({again['compilations']} compilation(s))", "", ""])  # fmt: skip
     return rows, payload
 
 

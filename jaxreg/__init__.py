@@ -24,6 +24,7 @@ _EXPORTS = {
     "predict": "jaxreg.model",
     "predict_proba": "jaxreg.model",
     "dropout_masks": "jaxreg.masks",
+    "convert_l2": "jaxreg.l2",
     "predict_mc": "jaxreg.uncertainty",
     "train_data_parallel": "jaxreg.training",
     "data": "jaxreg.data",

@@ -156,7 +156,9 @@ class TrainConfig:
         outer=lambda hidden, n_x: (n_x, *hidden, 1), outer_default=(20, 3))
     lambd: float = setting(
         0.0, kind="traced", check=_nonnegative("lambd"), flag="--lambd", metavar="L", parse=float,
-        help="L2 strength: the cost adds lambd/(2m) * sum of squared weights")
+        help="L2 strength: the cost adds lambd/(2m) * sum of squared weights (m: the training examples), which "
+        "is scikit-learn's alpha (full batch), Keras l2 = lambd/(2m), PyTorch weight_decay = lambd/m, and "
+        "weight_decay = lambd/m under plain SGD only (see jaxreg.convert_l2)")
     keep_prob: tuple[float, ...] = setting(
         (1.0,), kind="traced", check=lambda v, c: validate.keep_prob(v, len(c["layer_dims"]) - 2),
         flag="--keep-prob", metavar="P[,P...]", parse=_floats, switch="dropout", on=lambda v: min(v) < 1,

@@ -221,17 +221,18 @@ def kinked_case():
     return params, X, Y
 
 
-def test_kinks_are_flagged_exactly_and_excluded():
+def test_kinks_are_flagged_exactly_and_judged_between_one_sided_differences():
     params, X, Y = kinked_case()
     report = gradcheck.check_network(params, X, Y)
     # Only W1[0, :] and b1[0] move Z1[0, 0]; +-epsilon puts it on both sides of 0.
-    assert set(report.kinks) == {("b1", (0, 0))} | {("W1", (0, j)) for j in range(4)}
-    assert report.n_kinks == report.fd_vs_backward.n_kinks == 5
-    # Across the kink the difference is half a slope off: the textbook fails an honest
-    # gradient there, the error model leaves those five coordinates out.
+    assert {(k.name, k.index) for k in report.kinks} == {("b1", (0, 0))} | {("W1", (0, j)) for j in range(4)}
+    assert report.n_kinks == report.fd_vs_backward.n_kinks == 5 and all(k.named for k in report.kinks)
+    # Across the kink the two-sided difference is half a slope off: the textbook fails an honest
+    # gradient there; the error model judges those five between their one-sided differences.
     assert not report.textbook_passed and report.per_param["W1"] > 1e-2
     assert report.passed and report.offenders == ()
-    assert all((e.name, e.index) not in report.kinks for e in report.fd_vs_autodiff.worst)
+    for k in report.kinks:
+        assert k.passed and min(k.left, k.right) - 10 * k.bound <= k.grad <= max(k.left, k.right) + 10 * k.bound
     assert gradcheck.check_network(*textbook_case()).kinks == ()
 
 
@@ -242,6 +243,125 @@ def test_kinks_of_dropped_units_are_not_flagged():
     assert gradcheck.check_network(params, X, Y, keep_prob=0.8, masks=masks).kinks == ()
     masks[0][0, 0], masks[0][1, 1] = True, False
     assert gradcheck.check_network(params, X, Y, keep_prob=0.8, masks=masks).kinks != ()
+
+
+def near_kink_case(z=1e-8):
+    """[2, 3, 1] on one example, hidden unit 0's pre-activation ``z`` above its kink (issue 22)."""
+    rng = np.random.RandomState(0)
+    params = {"W1": rng.randn(3, 2), "b1": rng.randn(3, 1), "W2": rng.randn(1, 3), "b2": rng.randn(1, 1)}
+    X, Y = rng.randn(2, 1), np.array([[1.0]])  # X = [0.12, 0.44]
+    params["b1"][0, 0] = z - params["W1"][0] @ X[:, 0]
+    return params, X, Y
+
+
+def kink_of(report, name, index):
+    return next(k for k in report.kinks if (k.name, k.index) == (name, index))
+
+
+def test_kinks_are_found_without_a_hint():
+    """A unit 1e-8 above zero: the steps of b1[0] (moving it by s), W1[0, 1] (0.44 s) and W1[0, 0]
+    (0.12 s) cross its kink at 0.1 e, 0.2 e and 0.8 e, where the two-sided difference of the
+    first two is off by a third of the slope or more (before issue 22 they failed). Their
+    one-sided differences disagree: the honest gradient, the slope with the unit on, is the
+    right one (the left one mixes both slopes), and passes."""
+    params, X, Y = near_kink_case()
+    grads = reference.backward(params, X, Y)
+    report = gradcheck.check(model.loss, params, X, Y, grads=grads)
+    assert report.passed and report.offenders == () and report.n_failed == 0, report.summary()
+    assert not report.textbook_passed and report.per_param["b1"] > 0.1
+    kinks = [("W1", (0, 0)), ("W1", (0, 1)), ("b1", (0, 0))]
+    assert [(k.name, k.index) for k in report.kinks] == kinks and report.n_kinks == 3
+    for k in report.kinks:
+        assert k.passed and not k.named
+        assert k.right == pytest.approx(k.grad, rel=1e-7) and abs(k.left - k.right) > 0.001
+    # The fast path names the same three by the ReLU pattern, and they pass.
+    network = gradcheck.check_network(params, X, Y)
+    assert network.passed, network.summary()
+    assert [(k.name, k.index) for k in network.kinks] == kinks and all(k.named and k.passed for k in network.kinks)
+
+
+@pytest.mark.parametrize("path", ["check", "check_network"])
+@pytest.mark.parametrize("scale", [0.0, 2.0, -1.0], ids=["unit_off", "doubled", "sign"])
+def test_a_wrong_value_at_a_kink_fails(scale, path):
+    """db1[0] as if the unit were off (0: its left slope), doubled, or of the wrong sign: each
+    lies outside its one-sided differences, [-0.012, -0.119], and fails, named first."""
+    params, X, Y = near_kink_case()
+    grads = reference.backward(params, X, Y)
+    grads["db1"] = grads["db1"] * np.array([[scale], [1.0], [1.0]])
+    if path == "check":
+        report = gradcheck.check(model.loss, params, X, Y, grads=grads)
+    else:
+        report = gradcheck.check_network(params, X, Y, backward=lambda *a, **k: grads).fd_vs_backward
+    assert not report.passed and report.offenders == ("b1",) and report.n_failed == 1
+    assert (report.worst[0].name, report.worst[0].index, report.worst[0].kink) == ("b1", (0, 0), True)
+    assert report.worst[0].ratio > gradcheck.SAFETY
+    assert not kink_of(report, "b1", (0, 0)).passed
+    assert all(k.passed for k in report.kinks if k.name != "b1")
+
+
+def test_a_value_between_the_one_sided_differences_passes():
+    """The rule's limit, stated: between the two one-sided differences a wrong value cannot be
+    told from a subgradient, so it passes; a hair beyond them it does not."""
+    params, X, Y = near_kink_case()
+    grads = reference.backward(params, X, Y)
+    k = kink_of(gradcheck.check(model.loss, params, X, Y, grads=grads), "b1", (0, 0))
+    for value, passes in [((k.left + k.right) / 2, True), (max(k.left, k.right) + 0.001, False)]:
+        grads["db1"] = grads["db1"].copy()
+        grads["db1"][0, 0] = value
+        assert gradcheck.check(model.loss, params, X, Y, grads=grads).passed == passes
+
+
+C = np.array([0.3, -1.2, 0.7, 2.0])
+HINGE_X = np.array([[1.0, 2.0], [-0.5, 1.5], [2.0, -1.0]])  # 3 examples (rows), 2 features
+HINGE_Y = np.array([1.0, -1.0, 1.0])
+HINGE_W = np.array([0.4, -0.3])
+
+
+def near(values, offsets):
+    """``values`` moved by ``offsets`` finite-difference steps."""
+    return np.asarray(values, np.float64) + np.asarray(offsets, np.float64) * gradcheck.EPSILON
+
+
+def with_value(tree, name, index, value):
+    """A copy of the dict of arrays ``tree`` with ``tree[name][index] = value``."""
+    tree = {k: np.array(v, np.float64) for k, v in tree.items()}
+    tree[name][index] = value
+    return tree
+
+
+KINKED_LOSSES = {
+    # |w - c| summed, plus a smooth term: entries 0.3 e above and 0.2 e below their kink, one at it, one far.
+    "abs": (lambda p: jnp.sum(jnp.abs(p["w"] - C)) + 0.5 * jnp.sum(p["w"] ** 2),
+            {"w": near(C, [0.3, -0.2, 0.0, 4e5])},
+            {("w", (0,)), ("w", (1,)), ("w", (2,))}),
+    # max(a, b) per entry: a 0.4 e above b, 0.25 e below it, tied, far apart; both arrays' steps cross.
+    "max": (lambda p: jnp.sum(jnp.maximum(p["a"], p["b"]) * jnp.array([1.0, 2.0, -1.0, 0.5])) + jnp.sum(p["b"] ** 2),
+            {"a": near(C, [0.4, -0.25, 0.0, 3e5]), "b": C},
+            {(name, (i,)) for name in "ab" for i in range(3)}),
+    # The mean hinge loss of a linear classifier: example 0's margin 0.3 e above 1 (b moves it by s,
+    # w by x0 s = (s, 2 s)); the others far from theirs.
+    "hinge": (lambda p: jnp.mean(jax.nn.relu(1 - HINGE_Y * (HINGE_X @ p["w"] + p["b"]))) + 0.1 * jnp.sum(p["w"] ** 2),
+              {"w": HINGE_W, "b": near(1 - HINGE_X[0] @ HINGE_W, 0.3)},
+              {("b", ()), ("w", (0,)), ("w", (1,))}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", KINKED_LOSSES)
+def test_kinked_losses_pass_correct_gradients_and_fail_wrong_ones(name):
+    loss, params, expected = KINKED_LOSSES[name]
+    report = gradcheck.check(loss, params)
+    assert report.passed, report.summary()
+    assert {(k.name, k.index) for k in report.kinks} == expected and not any(k.named for k in report.kinks)
+    assert not report.textbook_passed  # the two-sided differences across the kinks are off
+    grads = jax.grad(loss)(params)
+    for k in report.kinks:
+        far = k.left if abs(k.left - k.grad) > abs(k.right - k.grad) else k.right
+        # Past the farther one-sided difference (the slope on the wrong side of the kink, the
+        # comparison the wrong way round), and below both sides.
+        for wrong in (k.grad + 1.5 * (far - k.grad), min(k.left, k.right) - 1.0):
+            broken = gradcheck.check(loss, params, grads=with_value(grads, k.name, k.index, wrong))
+            assert not broken.passed and broken.offenders == (k.name,) and broken.n_failed == 1, (k, wrong)
+            assert (broken.worst[0].name, broken.worst[0].index, broken.worst[0].kink) == (k.name, k.index, True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@
 
 Reports carry two verdicts: the textbook's (``difference <= 2e-7``, ``textbook_passed``)
 and the error model's (``passed``: each value within ``safety`` times the error its own
-finite difference may carry; see :mod:`jaxreg.gradcheck.core`).
+finite difference may carry; a value whose step crosses a kink, between its one-sided
+differences; see :mod:`jaxreg.gradcheck.core`).
 
 Precision: with ``epsilon = 1e-7`` finite differences are meaningless in float32, so
 :func:`check` and :func:`check_network` run with float64 enabled (``jax.enable_x64``,
@@ -21,7 +22,7 @@ less than float64, or gradients given in float32, are refused with a message tha
 from jaxreg.gradcheck.core import EPSILON, SAFETY, THRESHOLD, TOP_K, check, relative_difference
 from jaxreg.gradcheck.directions import DirectionsReport, check_directions
 from jaxreg.gradcheck.network import check_network
-from jaxreg.gradcheck.report import Entry, NetworkReport, Report
+from jaxreg.gradcheck.report import Entry, Kink, NetworkReport, Report
 
 __all__ = [
     "EPSILON",
@@ -30,6 +31,7 @@ __all__ = [
     "TOP_K",
     "DirectionsReport",
     "Entry",
+    "Kink",
     "NetworkReport",
     "Report",
     "check",

@@ -2,7 +2,7 @@
 
 Each checked value (a coordinate ``e_i`` of the parameters, or a random unit direction
 ``v`` within one array) costs four losses, at ``theta + s v`` for ``s = -2e, -e, +e, +2e``
-(``e`` = ``epsilon``)::
+(``e`` = ``epsilon``); the loss at ``theta`` itself, ``J(0)``, is one more for the whole check::
 
     approx  = (J(+e) - J(-e)) / (2e)        the textbook's two-sided difference
     approx2 = (J(+2e) - J(-2e)) / (4e)
@@ -16,16 +16,36 @@ and the error that ``approx`` itself carries is bounded from the same numbers:
   ``theta_i +- e`` is rounded too, which adds ``u |theta_i| |approx| / e``.
 
 A value is wrong when ``|g - approx|`` exceeds ``safety`` times its bound (NaN is wrong).
-A perturbation that crosses a ReLU kink (``kink_pattern``, e.g. which units are on,
-changes between ``theta`` and one of the four points) is excluded: the loss has no
-derivative to approximate along that step. The textbook's verdict, ``difference <=
-threshold``, is reported beside it.
+
+Kinks. Where the step crosses a kink (ReLU, ``abs``, ``max``, a hinge) the two-sided
+difference approximates no derivative. The same losses give each value's one-sided
+differences ``right = (J(+e) - J(0)) / e`` and ``left = (J(0) - J(-e)) / e``, each with its
+own bound (first order: truncation ``|right(2e) - right(e)|``, rounding twice the two-sided
+difference's). On a smooth loss they differ by about ``e J''`` and each bound is about
+``e |J''| / 2``; a kink inside one side's step moves that side's difference towards the
+slope beyond it and inflates that side's bound. So where they differ by more than
+``KINK_FACTOR`` times the smaller bound, a kink lies inside the step, and the value passes
+when it lies in the interval they span, widened by ``safety`` times the smaller bound: the
+derivative on either side of the kink, and any subgradient at it, lies there (``approx``,
+the two-sided difference, is its midpoint). A kink closer to ``theta`` than about ``e``
+is found this way; one between ``e`` and ``2e`` leaves the two-sided difference exact and
+inflates its bound (``approx2`` crosses it). ``kink_pattern`` (e.g. which ReLUs are on: a
+change between ``theta`` and one of the four points) names kinks explicitly; they are
+judged by the same interval. The textbook's verdict, ``difference <= threshold``, is
+reported beside it, on the two-sided differences.
+
+Compilation: the perturbed losses run in one compiled program, kept per loss function,
+kink pattern, parameter structure, shapes and static options (``directions``, the
+non-array arguments of the loss such as ``lambd=0.7``): a second check of the same loss on
+new values of the same shapes compiles nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +53,7 @@ import numpy as np
 
 from jaxreg.errors import ConfigError
 from jaxreg.gradcheck.flat import Flat, dtype_of, flatten, vector_like
-from jaxreg.gradcheck.report import Entry, Report
+from jaxreg.gradcheck.report import Entry, Kink, Report
 
 __all__ = [
     "EPSILON",
@@ -42,10 +62,15 @@ __all__ = [
     "TOP_K",
     "STEPS",
     "relative_difference",
+    "KINK_FACTOR",
     "fd_estimates",
+    "one_sided",
+    "Differences",
+    "differences",
     "judge",
     "judge_exact",
     "gradient_rounding",
+    "Bound",
     "bind",
     "sweep",
     "check_options",
@@ -59,6 +84,9 @@ SAFETY = 10.0  # a value fails when its error exceeds SAFETY x its own error bou
 # honest errors reached 1.2 u |J| / epsilon, 4.6 on a saturated one (J ~ 1e-6).
 ROUNDING = 4.0
 EXACT_ROUNDING = 256.0  # an exactly computed gradient entry rounds to EXACT_ROUNDING u x the size of its terms
+# One-sided differences farther apart than KINK_FACTOR x the smaller of their bounds mark a kink inside the step.
+# On a smooth loss they differ by about e J'', and each bound is about e |J''| / 2 (plus rounding): 2x that margin.
+KINK_FACTOR = 4.0
 TOP_K = 5  # how many of the worst values a report lists
 STEPS = (-2.0, -1.0, 1.0, 2.0)  # the four points of each value, in units of epsilon
 BATCH_ELEMENTS = 2**22  # perturbed array entries held at once (32 MiB of float64)
@@ -87,16 +115,80 @@ def relative_difference(g, approx) -> float:
 # The error model and the verdict
 
 
-def fd_estimates(losses, epsilon: float, step_scale=0.0) -> tuple[np.ndarray, np.ndarray]:
+def fd_estimates(losses, epsilon: float, step_scale=0.0, *, scale=None) -> tuple[np.ndarray, np.ndarray]:
     """``losses (n, 4)``: J at ``-2e, -e, +e, +2e`` along each value's step. Returns the
     textbook's difference ``approx (n,)`` and the error bound of each ``(n,)``.
-    ``step_scale``: ``|theta_i|`` where the step ``theta_i +- e`` is rounded, 0 where it is exact."""
+    ``step_scale``: ``|theta_i|`` where the step ``theta_i +- e`` is rounded, 0 where it is exact.
+    ``scale``: each row's largest ``|J|``, where the caller has it."""
     losses = np.asarray(losses, np.float64)
     j_m2, j_m1, j_p1, j_p2 = losses.T
+    scale = np.max(np.abs(losses), axis=1) if scale is None else scale
     approx = (j_p1 - j_m1) / (2 * epsilon)
     truncation = np.abs((j_p2 - j_m2) / (4 * epsilon) - approx) / 3
-    rounding = _U * (ROUNDING * np.max(np.abs(losses), axis=1) + step_scale * np.abs(approx)) / epsilon
+    rounding = _U * (ROUNDING * scale + step_scale * np.abs(approx)) / epsilon
     return approx, truncation + rounding
+
+
+def one_sided(losses, j0, epsilon: float, step_scale=0.0, *, scale=None) -> tuple[np.ndarray, ...]:
+    """``losses (n, 4)`` as in :func:`fd_estimates`, ``j0``: J at the parameters themselves
+    (a scalar: every value steps from the same point). Returns ``left, right (n,)``, the
+    one-sided differences ``(J(0) - J(-e)) / e`` and ``(J(+e) - J(0)) / e``, and the error
+    bound of each ``(n,)``: first-order truncation (Richardson: the difference at ``2e``
+    minus the one at ``e``) plus rounding (two losses over ``e``)."""
+    losses = np.asarray(losses, np.float64)
+    j_m2, j_m1, j_p1, j_p2 = losses.T
+    j0 = np.float64(j0)
+    scale = np.max(np.abs(losses), axis=1) if scale is None else scale
+    left, right = (j0 - j_m1) / epsilon, (j_p1 - j0) / epsilon
+    left2, right2 = (j0 - j_m2) / (2 * epsilon), (j_p2 - j0) / (2 * epsilon)
+    rounding = 2 * ROUNDING * np.maximum(scale, np.abs(j0))
+    bound_left = np.abs(left2 - left) + _U * (rounding + step_scale * np.abs(left)) / epsilon
+    bound_right = np.abs(right2 - right) + _U * (rounding + step_scale * np.abs(right)) / epsilon
+    return left, right, bound_left, bound_right
+
+
+class Differences(NamedTuple):
+    """A check's finite differences, one per value ``(n,)``, each with its error bound (the
+    gradient's own rounding included), and where the one-sided ones disagree."""
+
+    approx: np.ndarray  # (J(+e) - J(-e)) / 2e, the textbook's
+    bound: np.ndarray
+    left: np.ndarray  # (J(0) - J(-e)) / e
+    right: np.ndarray  # (J(+e) - J(0)) / e
+    bound_left: np.ndarray
+    bound_right: np.ndarray
+    disagree: np.ndarray  # bool: |right - left| > KINK_FACTOR x the smaller bound, a kink inside the step
+
+
+def differences(losses, loss, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0) -> Differences:
+    """The finite differences of ``losses (n, 4)`` and ``loss`` (J at the parameters). Each
+    value's bounds are its differences' plus ``grad_rounding``, the rounding of the gradient's
+    entries (for a unit direction within an array of ``n_b`` entries: ``sqrt(n_b)`` times that)."""
+    losses = np.asarray(losses, np.float64)
+    # A coordinate step theta_i +- e is rounded; a direction's projection uses the step taken.
+    step_scale = np.abs(flat.theta) if directions is None else 0.0
+    scale = np.max(np.abs(losses), axis=1)
+    approx, bound = fd_estimates(losses, epsilon, step_scale, scale=scale)
+    left, right, bound_left, bound_right = one_sided(losses, loss, epsilon, step_scale, scale=scale)
+    if directions is not None:
+        grad_rounding = grad_rounding * np.sqrt(np.repeat(flat.sizes, directions))
+    bound_left, bound_right = bound_left + grad_rounding, bound_right + grad_rounding
+    with np.errstate(invalid="ignore"):
+        disagree = np.abs(right - left) > KINK_FACTOR * np.minimum(bound_left, bound_right)  # NaN: no
+    return Differences(approx, bound + grad_rounding, left, right, bound_left, bound_right, disagree)
+
+
+def _kink_rule(grad, left, right, bound_left, bound_right):
+    """The interval test: ``nearest``, the end of ``[min(left, right), max(left, right)]``
+    nearest to ``grad`` (``grad`` itself inside), ``error = |grad - nearest|`` and ``bound``,
+    the smaller of the two bounds: a value passes when ``error <= safety x bound``. The
+    smaller, not each side's own: on a smooth loss both truncation estimates are
+    ``e |J''| / 2`` to first order, while a kink inside one side's step (or within ``2e`` of
+    it) inflates that side's estimate by the kink itself, and the honest gradient is the
+    other side's derivative (or, at the kink itself, between the two)."""
+    bottom, top = np.minimum(left, right), np.maximum(left, right)
+    nearest = np.clip(grad, bottom, top)  # NaN stays NaN
+    return nearest, np.abs(grad - nearest), np.minimum(bound_left, bound_right)
 
 
 def _positions(flat: Flat, directions: int | None, n: int):
@@ -110,19 +202,33 @@ def _positions(flat: Flat, directions: int | None, n: int):
 
 def judge(
     grad, approx, bound, flat: Flat, *, mode, compared, epsilon, threshold, safety, top_k,
-    directions=None, kinks=None, losses=None, vectorised=True,
+    directions=None, kinks=None, sides: Differences | None = None, losses=None, loss=None, vectorised=True,
 ) -> Report:
-    """Both verdicts on ``grad (n,)`` against ``approx (n,)`` with error bounds ``bound (n,)``."""
+    """Both verdicts on ``grad (n,)`` against ``approx (n,)`` with error bounds ``bound (n,)``.
+    ``sides``: the one-sided differences (:func:`differences`); a value where they disagree,
+    or that ``kinks (n,)`` names, is a kink, judged by the interval they span."""
     grad, approx, bound = (np.asarray(x, np.float64) for x in (grad, approx, bound))
     n = grad.shape[0]
     block, index = _positions(flat, directions, n)
-    kinks = np.zeros(n, bool) if kinks is None else np.asarray(kinks, bool)
+    named = np.zeros(n, bool) if kinks is None else np.asarray(kinks, bool)
     error = np.abs(grad - approx)
-    failed = ~kinks & ~(error <= safety * bound)  # NaN fails
+    failed = ~(error <= safety * bound)  # NaN fails
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(error == 0, 0.0, error / bound)
-    rank = np.where(kinks, -1.0, np.where(np.isnan(ratio), np.inf, ratio))
-    ranked = [j for j in np.argsort(-rank, kind="stable")[:top_k] if not kinks[j]]
+    kink = named if sides is None else named | sides.disagree
+    at = np.flatnonzero(kink)  # usually none: the interval is worked out where needed
+    if at.size and sides is None:
+        raise ValueError("kinks: got kinks without sides, expected the one-sided differences to judge them by")
+    if at.size:
+        left, right = sides.left[at], sides.right[at]
+        nearest, k_error, k_bound = _kink_rule(grad[at], left, right, sides.bound_left[at], sides.bound_right[at])
+        failed[at] = ~(k_error <= safety * k_bound)  # NaN fails
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio[at] = np.where(k_error == 0, 0.0, k_error / k_bound)
+    # What an Entry shows: for a kink, the nearer end of its interval, the distance, the smaller bound.
+    shown = {j: (nearest[i], k_error[i], k_bound[i]) for i, j in enumerate(at)} if at.size else {}
+    rank = np.where(np.isnan(ratio), np.inf, ratio)
+    ranked = np.argsort(-rank, kind="stable")[:top_k]
     difference = relative_difference(grad, approx)
     return Report(
         passed=not failed.any(),
@@ -133,12 +239,17 @@ def judge(
         },
         offenders=tuple(name for b, name in enumerate(flat.names) if failed[block == b].any()),
         n_failed=int(failed.sum()),
-        n_kinks=int(kinks.sum()),
+        n_kinks=int(at.size),
         worst=tuple(
-            Entry(flat.names[block[j]], index(j), float(grad[j]), float(approx[j]), float(error[j]), float(bound[j]))
+            Entry(flat.names[block[j]], index(j), float(grad[j]),
+                  *map(float, shown.get(j, (approx[j], error[j], bound[j]))), kink=bool(kink[j]))  # fmt: skip
             for j in ranked
         ),
-        kinks=tuple((flat.names[block[j]], index(j)) for j in np.flatnonzero(kinks)),
+        kinks=tuple(
+            Kink(flat.names[block[j]], index(j), float(grad[j]), float(left[i]), float(right[i]), float(k_bound[i]),
+                 passed=not failed[j], named=bool(named[j]))  # fmt: skip
+            for i, j in enumerate(at)
+        ),
         threshold=float(threshold),
         safety=float(safety),
         epsilon=None if epsilon is None else float(epsilon),
@@ -151,6 +262,7 @@ def judge(
         approx=approx,
         bound=bound,
         losses=losses,
+        loss=None if loss is None else float(loss),
     )
 
 
@@ -160,19 +272,19 @@ def gradient_rounding(scale: float) -> float:
     return EXACT_ROUNDING * _U * scale
 
 
-def judge_fd(grad, losses, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, **options) -> Report:
-    """``grad (n,)`` against the finite differences of ``losses (n, 4)``. Each value's bound is
-    its finite difference's plus ``grad_rounding``, the rounding of the gradient's entries
-    (for a unit direction within an array of ``n_b`` entries: ``sqrt(n_b)`` times that)."""
-    # A coordinate step theta_i +- e is rounded; a direction's projection uses the step taken.
-    step_scale = np.abs(flat.theta) if directions is None else 0.0
-    approx, bound = fd_estimates(losses, epsilon, step_scale)
-    if directions is not None:
-        grad_rounding = grad_rounding * np.sqrt(np.repeat(flat.sizes, directions))
+def judge_fd(
+    grad, losses, loss, flat: Flat, *, epsilon, directions, grad_rounding: float = 0.0, fd: Differences | None = None,
+    **options,
+) -> Report:
+    """``grad (n,)`` against the finite differences of ``losses (n, 4)`` and ``loss`` (J at the
+    parameters), bounds as :func:`differences` gives them (``fd``: already computed, e.g. for
+    two gradients checked against the same losses)."""
+    if fd is None:
+        fd = differences(losses, loss, flat, epsilon=epsilon, directions=directions, grad_rounding=grad_rounding)
     mode = "coordinates" if directions is None else "directions"
     return judge(
-        grad, approx, bound + grad_rounding, flat, mode=mode, epsilon=epsilon, directions=directions, losses=losses,
-        **options,
+        grad, fd.approx, fd.bound, flat, mode=mode, epsilon=epsilon, directions=directions, sides=fd, losses=losses,
+        loss=loss, **options,
     )
 
 
@@ -204,21 +316,40 @@ def check_options(epsilon, threshold, safety, directions, top_k) -> None:
 # The perturbed losses of any loss function: each value perturbs only the array it belongs to
 
 
-def bind(fn: Callable, args: tuple, kwargs: dict):
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """``fn(params, *args, **kwargs)`` as ``call(params, arrays)``, the array leaves of
+    ``args``/``kwargs`` taken out as ``arrays``. Equal (and of equal hash) for the same ``fn``
+    and the same non-array arguments, so that a compiled program can be keyed by it."""
+
+    fn: Callable
+    treedef: Any  # of (args, kwargs)
+    fixed: tuple  # per leaf of (args, kwargs): None for an array (an input), else (type, value)
+
+    def __call__(self, params, arrays):
+        it = iter(arrays)
+        filled = [next(it) if f is None else f[1] for f in self.fixed]
+        a, k = jax.tree_util.tree_unflatten(self.treedef, filled)
+        return self.fn(params, *a, **k)
+
+
+def bind(fn: Callable, args: tuple, kwargs: dict) -> tuple[Bound, list]:
     """``(call, arrays)`` with ``call(params, arrays) == fn(params, *args, **kwargs)``: the array
     leaves of ``args``/``kwargs`` become inputs of the compiled program (not constants baked
-    into it); every other leaf (floats such as ``lambd``, strings, None) stays fixed."""
+    into it); every other leaf (floats such as ``lambd``, strings, None) stays fixed, and is
+    part of the program's key (with its type: ``1`` and ``1.0`` compile apart)."""
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     dynamic = [isinstance(x, jax.Array | np.ndarray) for x in leaves]
-    arrays = [x for x, d in zip(leaves, dynamic, strict=True) if d]
+    fixed = tuple(None if d else (type(x), x) for x, d in zip(leaves, dynamic, strict=True))
+    return Bound(fn, treedef, fixed), [x for x, d in zip(leaves, dynamic, strict=True) if d]
 
-    def call(params, arrays):
-        it = iter(arrays)
-        filled = [next(it) if d else x for x, d in zip(leaves, dynamic, strict=True)]
-        a, k = jax.tree_util.tree_unflatten(treedef, filled)
-        return fn(params, *a, **k)
 
-    return call, arrays
+def _hashable(*xs) -> bool:
+    try:
+        hash(xs)
+    except TypeError:
+        return False
+    return True
 
 
 def _unit_direction(key, j, shape):
@@ -227,7 +358,7 @@ def _unit_direction(key, j, shape):
     return v / jnp.linalg.norm(v)
 
 
-def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, flat, directions, pattern, base):
+def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, structure, directions, pattern, base, batch):
     """Array ``b``'s values: losses ``(n_b, 4)``, kink flags ``(n_b,)`` and, for directions,
     the gradients' projections on the step taken ``(n_b, n_g)``."""
     x = leaves[b]
@@ -247,44 +378,76 @@ def _array_sweep(b, leaves, arrays, G, key, steps, *, loss, flat, directions, pa
         J = jax.vmap(lambda xb: loss(at(xb), arrays))(xs)
         kink = jnp.zeros((), bool)
         if pattern is not None:
-            kink = jnp.any(jax.vmap(lambda xb: jnp.any(pattern(flat.tree(at(xb)), arrays) != base))(xs))
+            kink = jnp.any(jax.vmap(lambda xb: jnp.any(pattern(structure.tree(at(xb)), arrays) != base))(xs))
         if directions is None:
             return J, kink, jnp.zeros(())
-        start = int(flat.starts[b])
+        start = sum(leaf.size for leaf in leaves[:b])
         return J, kink, G[:, start : start + size] @ ((xs[2] - xs[1]).ravel() / (steps[2] - steps[1]))
 
-    batch = max(1, min(n_b, BATCH_ELEMENTS // (4 * max(size, 1))))
     return jax.lax.map(one, jnp.arange(n_b), batch_size=batch)
+
+
+def _sweep_program(leaves, arrays, G, key, epsilon, *, call, pattern, structure, directions, with_grad, batches):
+    """:func:`sweep`'s program: ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)``,
+    ``proj (n, n_g)`` (zeros for coordinates) and the loss at ``leaves``."""
+
+    def loss(leaves, arrays):
+        return jnp.reshape(call(structure.tree(leaves), arrays), ())
+
+    leaves, grad = list(leaves), None
+    if with_grad:
+        j0, grad = jax.value_and_grad(loss)(leaves, arrays)
+        grad = jnp.concatenate([g.ravel() for g in grad])
+        G = grad[None] if G is None else jnp.concatenate([grad[None], G])
+    else:
+        j0 = loss(leaves, arrays)  # one loss more for the one-sided differences, beside the 4n
+    steps = epsilon * jnp.asarray(STEPS, jnp.float64)
+    base = None if pattern is None else pattern(structure.tree(leaves), arrays)
+    options = dict(loss=loss, structure=structure, directions=directions, pattern=pattern, base=base)
+    parts = [_array_sweep(b, leaves, arrays, G, key, steps, batch=batches[b], **options) for b in range(len(leaves))]
+    losses, kinks, proj = (jnp.concatenate(p) for p in zip(*parts, strict=True))
+    return grad, losses, kinks, proj, j0
+
+
+_STATIC = ("call", "pattern", "structure", "directions", "with_grad", "batches")
+# One program per loss, pattern, structure, shapes and static options; jit keeps them (and the
+# functions they were made from) in its cache.
+_compiled_sweep = jax.jit(_sweep_program, static_argnames=_STATIC)
 
 
 def sweep(call, flat: Flat, arrays, G=None, *, epsilon, directions, key, pattern=None, with_grad=False):
     """Every value's four losses in one compiled program. ``G (n_g, P)``: gradients to project
     on the directions; with ``with_grad``, ``jax.grad`` of ``call`` is computed there too and
-    comes first. Returns ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)`` and, for
-    directions, ``proj (n, n_g)`` (else None), as NumPy."""
+    comes first. Returns ``grad (P,) or None``, ``losses (n, 4)``, ``kinks (n,)``, for
+    directions ``proj (n, n_g)`` (else None), and the loss at ``flat.leaves`` itself, as NumPy.
 
-    def loss(leaves, arrays):
-        return jnp.reshape(call(flat.tree(leaves), arrays), ())
-
-    def program(leaves, arrays, G, key, epsilon):
-        leaves, grad = list(leaves), None
-        if with_grad:
-            grad = jnp.concatenate([g.ravel() for g in jax.grad(loss)(leaves, arrays)])
-            G = grad[None] if G is None else jnp.concatenate([grad[None], G])
-        steps = epsilon * jnp.asarray(STEPS, jnp.float64)
-        base = None if pattern is None else pattern(flat.tree(leaves), arrays)
-        options = dict(loss=loss, flat=flat, directions=directions, pattern=pattern, base=base)
-        parts = [_array_sweep(b, leaves, arrays, G, key, steps, **options) for b in range(len(leaves))]
-        losses, kinks, proj = (jnp.concatenate(p) for p in zip(*parts, strict=True))
-        return grad, losses, kinks, proj
-
-    grad, losses, kinks, proj = jax.jit(program)(flat.leaves, arrays, G, key, epsilon)
+    ``call(params, arrays)`` and ``pattern`` (the same form) key the compiled program with
+    the shapes: equal ones (a :class:`Bound` of the same function and non-array arguments,
+    or the same function) on arrays of the same shapes reuse it. Unhashable ones compile
+    anew each time."""
+    batches = tuple(  # values per batch, each array: about BATCH_ELEMENTS perturbed entries at once
+        max(1, min(leaf.size if directions is None else directions, BATCH_ELEMENTS // (4 * max(leaf.size, 1))))
+        for leaf in flat.leaves
+    )
+    static = dict(call=call, pattern=pattern, structure=flat.structure, directions=directions, with_grad=with_grad,
+                  batches=batches)  # fmt: skip
+    if _hashable(call, pattern):
+        program = functools.partial(_compiled_sweep, **static)
+    else:
+        program = jax.jit(functools.partial(_sweep_program, **static))
+    grad, losses, kinks, proj, j0 = program(flat.leaves, arrays, G, key, np.float64(epsilon))
     return (
         None if grad is None else np.asarray(grad),
         np.asarray(losses),
         np.asarray(kinks),
         None if directions is None else np.asarray(proj),
+        float(j0),
     )
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _draw_directions(key, js, shape):
+    return jax.vmap(lambda j: _unit_direction(key, j, shape))(js)
 
 
 def _numpy_sweep(loss_fn, args, kwargs, flat: Flat, G, *, epsilon, directions, key, kink_pattern):
@@ -297,8 +460,7 @@ def _numpy_sweep(loss_fn, args, kwargs, flat: Flat, G, *, epsilon, directions, k
     for b, x in enumerate(flat.leaves):
         start, n_b = int(flat.starts[b]), x.size if directions is None else directions
         if directions is not None:
-            draw = jax.jit(lambda key, js, shape=x.shape: jax.vmap(lambda j: _unit_direction(key, j, shape))(js))
-            V = np.asarray(draw(key, b * directions + np.arange(directions)))
+            V = np.asarray(_draw_directions(key, b * directions + np.arange(directions), x.shape))
         for k in range(n_b):
             points = []
             for s in STEPS:
@@ -313,7 +475,8 @@ def _numpy_sweep(loss_fn, args, kwargs, flat: Flat, G, *, epsilon, directions, k
             if directions is not None:
                 step = (points[2][b] - points[1][b]).ravel() / (2 * epsilon)
                 proj.append(G[:, start : start + x.size] @ step)
-    return np.asarray(losses), np.asarray(kinks, bool), None if directions is None else np.asarray(proj)
+    j0 = float(np.asarray(loss_fn(flat.tree(flat.leaves), *args, **kwargs)))
+    return np.asarray(losses), np.asarray(kinks, bool), None if directions is None else np.asarray(proj), j0
 
 
 def _check_loss(call, arrays, flat: Flat, loss_fn, args, kwargs, epsilon) -> bool:
@@ -358,15 +521,19 @@ def check(
     keyed like ``params`` or like the textbook (``dW1`` for ``W1``; extra entries such as
     ``dZ1`` are ignored) and must be float64. Every coordinate is checked unless
     ``directions=K``: then ``K`` random unit directions per array (from ``direction_key``,
-    default ``PRNGKey(0)``). ``kink_pattern(params, *args, **kwargs)``, if given, returns
-    an array (e.g. which ReLUs are on) whose change marks a perturbation as crossing a kink.
+    default ``PRNGKey(0)``). A value whose step crosses a kink (its one-sided differences
+    disagree by more than ``KINK_FACTOR`` times the smaller of their bounds) passes when it
+    lies between them, widened by ``safety`` times that bound (``report.kinks``);
+    ``kink_pattern(params, *args, **kwargs)``, if given, returns an array (e.g. which ReLUs
+    are on) whose change names a step as crossing a kink, judged the same way.
     The names ``grads``, ``epsilon``, ``threshold``, ``safety``, ``directions``,
     ``direction_key``, ``kink_pattern`` and ``top_k`` are the check's; every other keyword
     goes to ``loss_fn``.
 
-    Only the array a value belongs to is perturbed; all ``4n`` losses run in one compiled
-    call. A loss JAX cannot trace (plain NumPy) still works when ``grads`` are given: the
-    losses then run in a Python loop (``report.vectorised`` is False)."""
+    Only the array a value belongs to is perturbed; all ``4n`` losses (and the loss at
+    ``params``) run in one compiled call. A loss JAX cannot trace (plain NumPy) still works
+    when ``grads`` are given: the losses then run in a Python loop (``report.vectorised`` is
+    False)."""
     check_options(epsilon, threshold, safety, directions, top_k)
     key = DEFAULT_KEY if direction_key is None else direction_key
     with jax.enable_x64(True):
@@ -377,17 +544,21 @@ def check(
         options, grad = dict(epsilon=epsilon, directions=directions, key=key), None
         if traceable:
             pattern = None if kink_pattern is None else bind(kink_pattern, args, kwargs)[0]
-            grad, losses, kinks, proj = sweep(call, flat, arrays, G, pattern=pattern, with_grad=G is None, **options)
+            grad, losses, kinks, proj, j0 = sweep(
+                call, flat, arrays, G, pattern=pattern, with_grad=G is None, **options
+            )
         elif G is None:
             raise TypeError(
                 "loss_fn: jax.grad cannot trace it; pass grads= (your own gradients) to check them "
                 "against finite differences"
             )
         else:
-            losses, kinks, proj = _numpy_sweep(loss_fn, args, kwargs, flat, G, kink_pattern=kink_pattern, **options)
+            losses, kinks, proj, j0 = _numpy_sweep(
+                loss_fn, args, kwargs, flat, G, kink_pattern=kink_pattern, **options
+            )
     values = (G[0] if grad is None else grad) if directions is None else proj[:, 0]
     compared = "finite differences vs " + ("grads" if grads is not None else "jax.grad(loss_fn)")
     return judge_fd(
-        values, losses, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=compared,
+        values, losses, j0, flat, epsilon=epsilon, directions=directions, kinks=kinks, compared=compared,
         threshold=threshold, safety=safety, top_k=top_k, vectorised=traceable,
     )

@@ -17,9 +17,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Flat", "flatten", "vector_like", "dtype_of"]
+__all__ = ["Flat", "Structure", "flatten", "vector_like", "dtype_of"]
 
 _LAYER_KEY = re.compile(r"[Wb]([1-9][0-9]*)")
+
+
+class Structure(NamedTuple):
+    """How leaves in check order become a pytree like the parameters: hashable (no arrays),
+    so a compiled program can be keyed by it."""
+
+    treedef: Any
+    order: tuple[int, ...]  # check position -> pytree leaf position
+
+    def tree(self, leaves):
+        """Leaves in check order (NumPy or JAX arrays) -> a pytree like the parameters."""
+        back = [None] * len(leaves)
+        for position, i in enumerate(self.order):
+            back[i] = leaves[position]
+        return jax.tree_util.tree_unflatten(self.treedef, back)
 
 
 class Flat(NamedTuple):
@@ -50,12 +65,13 @@ class Flat(NamedTuple):
         """``(P,)`` the leaves concatenated."""
         return np.concatenate([leaf.ravel() for leaf in self.leaves])
 
+    @property
+    def structure(self) -> Structure:
+        return Structure(self.treedef, self.order)
+
     def tree(self, leaves):
         """Leaves in check order (NumPy or JAX arrays) -> a pytree like the parameters."""
-        back = [None] * len(leaves)
-        for position, i in enumerate(self.order):
-            back[i] = leaves[position]
-        return jax.tree_util.tree_unflatten(self.treedef, back)
+        return self.structure.tree(leaves)
 
     def in_check_order(self, tree) -> list:
         """The leaves of a pytree like the parameters (a gradient), in check order."""

@@ -10,14 +10,18 @@ The fast path (every coordinate). Moving ``W_l[i, j]`` by ``s`` changes only row
 a perturbed loss costs that row through its ReLU and dropout, a rank-one update of
 ``Z_{l+1}`` (``W_{l+1}[:, i]`` times the row's change) and the layers after it
 (:func:`jaxreg.model.preactivations` from layer ``l + 2``), batched over coordinates and
-steps in one compiled program; the L2 term changes by ``lambd/(2m) s (2 w + s)``. Kinks are
-read off the same numbers: the ReLU pattern (unit on, and kept by its mask) of every layer
-the step reaches, against the cached one. With ``directions=K`` the generic path of
-:mod:`jaxreg.gradcheck.core` runs instead (``4 K`` losses per array), with the same pattern.
+steps in one compiled program; the L2 term changes by ``lambd/(2m) s (2 w + s)``; the loss
+at the parameters themselves comes from the cached pass the same way. Kinks are read off the
+same numbers: the ReLU pattern (unit on, and kept by its mask) of every layer the step
+reaches, against the cached one; they, and any value whose one-sided differences disagree,
+are judged by the interval those span (:mod:`jaxreg.gradcheck.core`). With
+``directions=K`` the generic path of :mod:`jaxreg.gradcheck.core` runs instead (``4 K``
+losses per array), with the same pattern.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -98,8 +102,10 @@ def check_network(
     see the same masks. Every coordinate is checked on the fast path (cost linear in the
     parameters), or ``directions=K`` random directions per array. A perturbation whose
     ReLU pattern (a unit kept by its mask turning on or off, on some example) differs
-    from the unperturbed one crosses a kink: it is listed in ``kinks`` and excluded from
-    the error model's verdict (``passed``); the textbook's verdict includes it."""
+    from the unperturbed one crosses a kink, as does one whose one-sided differences
+    disagree beyond their bounds: it is listed in ``kinks`` and passes the error model
+    (``passed``) when the gradient lies between its one-sided differences, each widened by
+    ``safety`` times its bound; the textbook's verdict takes its two-sided difference."""
     core.check_options(epsilon, threshold, safety, directions, top_k)
     problem = _problem(params, X, Y, lambd, keep_prob, key, masks)
     with jax.enable_x64(True):
@@ -109,19 +115,21 @@ def check_network(
         g_back = backward(p64, X64, Y64, lambd=float(lambd), masks=problem.masks, keep_prob=problem.keep)
         g_back = vector_like(g_back, params, flat, "backward")
         if directions is None:
-            g_auto, losses, kinks = _fast_path(p64, X64, Y64, problem, float(lambd), epsilon)
+            g_auto, losses, kinks, j0 = _fast_path(p64, X64, Y64, problem, float(lambd), epsilon)
             values = (g_auto, g_back)
         else:
             key = core.DEFAULT_KEY if direction_key is None else direction_key
-            g_auto, losses, kinks, proj = _directional(
+            g_auto, losses, kinks, proj, j0 = _directional(
                 flat, X64, Y64, problem, float(lambd), g_back, epsilon=epsilon, directions=directions, key=key
             )
             values = (proj[:, 0], proj[:, 1])
     # Both gradients round like the terms they sum: the finite differences' bounds include that too.
     scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
     options = dict(threshold=threshold, safety=safety, top_k=top_k)
-    fd = dict(losses=losses, flat=flat, epsilon=epsilon, directions=directions, kinks=kinks,
-              grad_rounding=core.gradient_rounding(scale), **options)  # fmt: skip
+    differences = core.differences(losses, j0, flat, epsilon=epsilon, directions=directions,
+                                   grad_rounding=core.gradient_rounding(scale))  # fmt: skip
+    fd = dict(losses=losses, loss=j0, flat=flat, epsilon=epsilon, directions=directions, kinks=kinks, fd=differences,
+              **options)  # fmt: skip
     return NetworkReport.combine(
         core.judge_fd(values[0], compared="finite differences vs jax.grad(jaxreg.loss)", **fd),
         core.judge_fd(values[1], compared="finite differences vs backward", **fd),
@@ -238,7 +246,8 @@ def _layer_sweep(net: _Net, l: int, Y, lambd, steps, batch: int):
 @functools.partial(jax.jit, static_argnames=("batches",))
 def _fast_program(params, X, Y, masks, keep_prob, lambd, epsilon, *, batches):
     """``jax.grad`` of the loss ``(P,)``, every coordinate's four losses ``(P, 4)`` and kink
-    flags ``(P,)``, in the textbook's order (W1, b1, W2, ...)."""
+    flags ``(P,)``, in the textbook's order (W1, b1, W2, ...), and the loss at ``params``
+    computed as the perturbed ones are (from the cached pass)."""
     keep = 1.0 if masks is None else keep_prob
     grad = jax.grad(model.loss)(params, X, Y, lambd=lambd, masks=masks, keep_prob=keep)
     net = _Net.build(params, X, masks, keep)
@@ -249,7 +258,9 @@ def _fast_program(params, X, Y, masks, keep_prob, lambd, epsilon, *, batches):
         losses += [J[:, :-1].reshape(-1, 4), J[:, -1]]
         kinks += [kink[:, :-1].ravel(), kink[:, -1]]
     g = jnp.concatenate([grad[f"{c}{l}"].ravel() for l in range(1, len(batches) + 1) for c in "Wb"])
-    return g, jnp.concatenate(losses), jnp.concatenate(kinks)
+    m = Y.shape[1]
+    j0 = jnp.mean(jax.nn.softplus((1 - 2 * Y) * net.Z[-1])) + lambd / (2 * m) * model.l2_penalty(params)
+    return g, jnp.concatenate(losses), jnp.concatenate(kinks), j0
 
 
 def _batches(dims: tuple[int, ...], m: int) -> tuple[int, ...]:
@@ -272,16 +283,31 @@ def _fast_path(params, X, Y, problem: _Problem, lambd: float, epsilon: float):
 # Random directions: the generic path, with the model's pattern for kinks
 
 
-def _directional(flat: Flat, X, Y, problem: _Problem, lambd: float, g_back, *, epsilon, directions, key):
-    def loss(params, arrays):
-        X, Y, masks, lambd = arrays
-        return model.loss(params, X, Y, lambd=lambd, masks=masks, keep_prob=problem.keep)
+@dataclasses.dataclass(frozen=True)
+class _DirectionalLoss:
+    """``jaxreg.loss`` as :func:`core.sweep` calls it, ``arrays = (X, Y, masks, lambd)``; equal
+    for equal ``keep`` (1.0, or the hidden layers' keep_prob), so its program is reused."""
 
-    def pattern(params, arrays):
+    keep: Any
+
+    def __call__(self, params, arrays):
+        X, Y, masks, lambd = arrays
+        return model.loss(params, X, Y, lambd=lambd, masks=masks, keep_prob=self.keep)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DirectionalPattern:
+    """The ReLU pattern (units on and kept) of every hidden layer, flat, same arguments."""
+
+    keep: Any
+
+    def __call__(self, params, arrays):
         X, _, masks, _ = arrays
-        Z = model.preactivations(params, X, masks=masks, keep_prob=problem.keep)[:-1]
+        Z = model.preactivations(params, X, masks=masks, keep_prob=self.keep)[:-1]
         return jnp.concatenate([_on(Zl, None if masks is None else masks[l]).ravel() for l, Zl in enumerate(Z)])
 
+
+def _directional(flat: Flat, X, Y, problem: _Problem, lambd: float, g_back, *, epsilon, directions, key):
     arrays = (X, Y, problem.masks, np.float64(lambd))
-    options = dict(epsilon=epsilon, directions=directions, key=key, pattern=pattern, with_grad=True)
-    return core.sweep(loss, flat, arrays, g_back[None], **options)
+    options = dict(epsilon=epsilon, directions=directions, key=key, pattern=_DirectionalPattern(problem.keep))
+    return core.sweep(_DirectionalLoss(problem.keep), flat, arrays, g_back[None], with_grad=True, **options)
