@@ -211,3 +211,33 @@ def test_numpy_warnings_reach_the_user_as_one_jaxreg_line(tmp_path):
     lines = done.stderr.splitlines()
     assert lines == ["jaxreg: warning: overflow encountered in scalar multiply", "jaxreg: warning: plain"], lines
     assert json.dumps(done.stdout.strip()) == '"done"'
+
+
+def test_checks_that_cannot_fail_do_not_pass(tmp_path, capsys, monkeypatch):
+    """A step the parameters cannot resolve, a keep_prob that keeps nothing, a loss that is not finite,
+    a network too large for the memory: bad input (2). Values that are not finite, or nothing but
+    zeros: the check ran and cannot pass. Features near 1e200: a finite difference, judged."""
+    import jax.numpy as jnp
+
+    from jaxreg import gradcheck
+
+    monkeypatch.chdir(tmp_path)
+    for argv, message in ((["--epsilon", "1e-300"], "--epsilon: got 1e-300, expected at least 2.22e-16"),
+                          (["--keep-prob", "1e-300"], "--keep-prob: got 1e-300, expected at least 2**-16"),
+                          (["--lambd", "1e308"], "loss: got inf at the parameters, expected a finite loss"),
+                          (["--m", "100000000"], "needs about")):
+        refused(capsys, ["gradcheck", *argv, "--no-cache"], message, tmp_path)
+    big = np.column_stack([np.random.default_rng(0).normal(size=(20, 2)) * 1e200, np.arange(20) % 2])
+    np.savetxt(tmp_path / "big.csv", big, delimiter=",")
+    assert main(["gradcheck", "--data", "big.csv", "--json", "--no-cache"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["difference"] < 1e-6 and out.err == ""  # squares beyond float64, scaled: judged
+
+    def overflowing(p):  # finite at p, not at p + 2 epsilon: its differences are not finite there
+        return jnp.sum(jnp.exp(p["a"]))
+
+    report = gradcheck.check(overflowing, {"a": np.array([0.5, np.log(np.finfo(np.float64).max) - 1e-9])})
+    assert not report.passed and not report.textbook_passed and "values are not finite" in report.meaningless
+    assert "cannot pass: 1 of 2 values are not finite" in report.summary()
+    zeros = gradcheck.check(lambda p: jnp.sum(p["a"]) * 0.0, {"a": np.ones(3)})
+    assert not zeros.passed and "nothing was measured" in zeros.meaningless

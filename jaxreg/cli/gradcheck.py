@@ -66,7 +66,14 @@ def run(args, s: session.Session) -> int:
     s.start_jax()
     import jax
 
-    from jaxreg import gradcheck, model
+    from jaxreg import gradcheck, model, resources
+
+    # Before any array is made: the data, and the network's activations for the four steps of each value
+    # (generously, as for a training step), must fit (--m 100000000 is refused, not run for minutes).
+    need = 8 * m * (dims[0] + 1) + 4 * resources.member_bytes(dims, m, dtype="float64")
+    limit, where = resources.device_memory(jax.devices()[0])
+    resources.require(f"a gradient check of layers {list(dims)} on {m} examples", need, limit, where,
+                      "expected fewer examples (--m) or a smaller network (--layers)")
 
     @functools.partial(jax.jit, static_argnums=(1, 2))
     def draw(seed, dims, m):  # everything random in one compiled program (op by op: dozens of compilations)

@@ -104,11 +104,16 @@ UNTRACEABLE = (
 def relative_difference(g, approx) -> float:
     """The textbook's ``||g - approx||_2 / (||g||_2 + ||approx||_2)``; 0 when both are zero."""
     g, approx = np.asarray(g, np.float64).ravel(), np.asarray(approx, np.float64).ravel()
-    numerator = np.linalg.norm(g - approx)
-    denominator = np.linalg.norm(g) + np.linalg.norm(approx)
-    if denominator == 0:
-        return 0.0  # both gradients are exactly zero: they agree
-    return float(numerator / denominator)
+    with np.errstate(over="ignore", invalid="ignore"):
+        numerator = np.linalg.norm(g - approx)
+        denominator = np.linalg.norm(g) + np.linalg.norm(approx)
+        if denominator == 0:
+            return 0.0  # both gradients are exactly zero: they agree
+        difference = float(numerator / denominator)
+    if not np.isfinite(difference) and np.isfinite(g).all() and np.isfinite(approx).all():  # squares beyond float64
+        scale = max(np.max(np.abs(g)), np.max(np.abs(approx)))
+        return relative_difference(g / scale, approx / scale)
+    return difference
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -230,9 +235,10 @@ def judge(
     rank = np.where(np.isnan(ratio), np.inf, ratio)
     ranked = np.argsort(-rank, kind="stable")[:top_k]
     difference = relative_difference(grad, approx)
+    meaningless = _meaningless(grad, approx)
     return Report(
-        passed=not failed.any(),
-        textbook_passed=bool(difference <= threshold),
+        passed=not failed.any() and meaningless is None,
+        textbook_passed=bool(difference <= threshold) and meaningless is None,
         difference=difference,
         per_param={
             name: relative_difference(grad[block == b], approx[block == b]) for b, name in enumerate(flat.names)
@@ -263,6 +269,7 @@ def judge(
         bound=bound,
         losses=losses,
         loss=None if loss is None else float(loss),
+        meaningless=meaningless,
     )
 
 
@@ -270,6 +277,33 @@ def gradient_rounding(scale: float) -> float:
     """The rounding each entry of an exactly computed gradient may carry, where the terms it
     sums are of size ``scale``: ``EXACT_ROUNDING u scale``."""
     return EXACT_ROUNDING * _U * scale
+
+
+def _meaningless(grad, approx) -> str | None:
+    """Why a comparison measured nothing, so that it cannot pass: values that are not finite (a loss
+    that overflows near the parameters), or nothing but zeros (every unit dropped or dead)."""
+    bad = int(np.sum(~np.isfinite(grad) | ~np.isfinite(approx)))
+    if bad:
+        return f"{bad} of {grad.size} values are not finite (the loss overflows near the parameters)"
+    if not np.any(grad) and not np.any(approx):
+        return "every value and its counterpart is 0: nothing was measured (every unit dropped or dead?)"
+    return None
+
+
+def check_step(theta: np.ndarray, epsilon: float) -> None:
+    """Refuse a step the parameters cannot resolve: ``x + epsilon == x`` at the largest ``|x|``
+    measures nothing (every difference would be 0, and any gradient would pass)."""
+    largest = float(np.max(np.abs(theta), initial=0.0))
+    if epsilon < np.spacing(largest):
+        raise ConfigError("epsilon", epsilon, f"at least {np.spacing(largest):.3g}: float64 cannot tell the largest "
+                          f"parameter ({largest:.3g}) from itself plus a smaller step")
+
+
+def check_loss(loss) -> None:
+    """Refuse parameters and data whose loss is not finite: no difference of it means anything."""
+    if loss is not None and not np.isfinite(loss):
+        raise ConfigError("loss", float(loss), "a finite loss at the parameters (scale the features, or a smaller "
+                          "lambd)", shown=f"{float(loss)} at the parameters")
 
 
 def judge_fd(
@@ -538,6 +572,7 @@ def check(
     key = DEFAULT_KEY if direction_key is None else direction_key
     with jax.enable_x64(True):
         flat = flatten(params)
+        check_step(flat.theta, epsilon)
         call, arrays = bind(loss_fn, args, kwargs)
         traceable = _check_loss(call, arrays, flat, loss_fn, args, kwargs, epsilon)
         G = None if grads is None else vector_like(grads, params, flat)[None]
@@ -556,6 +591,7 @@ def check(
             losses, kinks, proj, j0 = _numpy_sweep(
                 loss_fn, args, kwargs, flat, G, kink_pattern=kink_pattern, **options
             )
+    check_loss(j0)
     values = (G[0] if grad is None else grad) if directions is None else proj[:, 0]
     compared = "finite differences vs " + ("grads" if grads is not None else "jax.grad(loss_fn)")
     return judge_fd(

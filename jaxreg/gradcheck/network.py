@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import model, reference, validate
+from jaxreg.config import MIN_KEEP_PROB
+from jaxreg.errors import ConfigError
 from jaxreg.gradcheck import core
 from jaxreg.gradcheck.core import EPSILON, SAFETY, STEPS, THRESHOLD, TOP_K
 from jaxreg.gradcheck.flat import Flat, flatten, vector_like
@@ -54,6 +56,9 @@ def _problem(params, X, Y, lambd, keep_prob, key, masks) -> _Problem:
     validate.features_and_labels(X, Y)
     validate.lambd(lambd)
     kps = validate.keep_prob(keep_prob, len(dims) - 2)
+    if min(kps) < MIN_KEEP_PROB:  # as in training: masks draw 16 bits per unit, so no unit would be kept
+        raise ConfigError("keep_prob", min(kps), f"at least 2**-16 = {MIN_KEEP_PROB:.3g}: a smaller keep_prob keeps no "
+                          "unit, and the check would measure nothing")
     if all(kp == 1.0 for kp in kps):
         if masks is not None and not all(np.all(np.asarray(mask)) for mask in masks):
             raise ValueError("masks: got masks that drop units with keep_prob 1, expected keep_prob < 1 for dropout")
@@ -110,9 +115,11 @@ def check_network(
     problem = _problem(params, X, Y, lambd, keep_prob, key, masks)
     with jax.enable_x64(True):
         flat = flatten(params)
+        core.check_step(flat.theta, epsilon)
         p64 = flat.tree(flat.leaves)
         X64, Y64 = np.asarray(X, np.float64), np.asarray(Y, np.float64)
-        g_back = backward(p64, X64, Y64, lambd=float(lambd), masks=problem.masks, keep_prob=problem.keep)
+        with np.errstate(over="ignore", invalid="ignore"):  # judged below: what is not finite cannot pass
+            g_back = backward(p64, X64, Y64, lambd=float(lambd), masks=problem.masks, keep_prob=problem.keep)
         g_back = vector_like(g_back, params, flat, "backward")
         if directions is None:
             g_auto, losses, kinks, j0 = _fast_path(p64, X64, Y64, problem, float(lambd), epsilon)
@@ -123,8 +130,10 @@ def check_network(
                 flat, X64, Y64, problem, float(lambd), g_back, epsilon=epsilon, directions=directions, key=key
             )
             values = (proj[:, 0], proj[:, 1])
+    core.check_loss(j0)
     # Both gradients round like the terms they sum: the finite differences' bounds include that too.
-    scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
+    with np.errstate(over="ignore"):  # a saturated sigmoid in the reference's forward pass: 0 or 1, as meant
+        scale = _gradient_scale(flat, g_auto, p64, X64, Y64, problem, float(lambd))
     options = dict(threshold=threshold, safety=safety, top_k=top_k)
     differences = core.differences(losses, j0, flat, epsilon=epsilon, directions=directions,
                                    grad_rounding=core.gradient_rounding(scale))  # fmt: skip

@@ -83,6 +83,7 @@ class Report(NamedTuple):
     bound: np.ndarray  # (n,) each comparison's own error bound (of the two-sided difference)
     losses: np.ndarray | None  # (n, 4) J at -2 epsilon, -epsilon, +epsilon, +2 epsilon; None in "exact" mode
     loss: float | None  # J at the parameters themselves, which the one-sided differences use; None in "exact" mode
+    meaningless: str | None = None  # why the comparison measured nothing (then it cannot pass)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (NaN becomes None)."""
@@ -114,12 +115,15 @@ class Report(NamedTuple):
             ],
             "kinks": [_kink_dict(k) for k in self.kinks],
             "n_losses": self.n_losses,
+            "meaningless": self.meaningless,
         }
 
     def summary(self) -> str:
         """A readable multi-line report."""
         eps = "" if self.epsilon is None else f", epsilon {self.epsilon:g}, {self.n_losses} losses"
         lines = [f"{self.compared} ({self.mode}{eps}): {_word(self.passed)}", "  " + _error_model_line(self)]
+        if self.meaningless:
+            lines.append(f"  cannot pass: {self.meaningless}")
         lines.append(
             f"  textbook: difference {self.difference:.3e} (threshold {self.threshold:g}): "
             f"{_word(self.textbook_passed)}"
