@@ -84,11 +84,9 @@ def train(
     history than ``log_every``'s, e.g. for a figure or progress). ``sharding`` places ``X``
     and ``Y`` (e.g. examples split over devices); by default they go to one device.
 
-    With ``bucket=True`` the examples are padded with examples of weight 0 up to
-    :func:`jaxreg.members.bucket` ``(m)`` (1024 below it), so that runs of nearby sizes (a
-    cross-validation's folds and its refit) share one compiled program. The padding changes
-    nothing but rounding: the same masks on the real examples, the same costs and accuracies
-    (float64: to 1e-12; a cost is then the weighted mean over the real examples).
+    ``bucket=True`` pads the examples with examples of weight 0 up to :func:`jaxreg.members.bucket`
+    so that runs of nearby sizes (a cross-validation's folds, its refit) share one compiled
+    program; it changes nothing but rounding (the same masks; float64 costs to 1e-12).
 
     When the cost turns NaN or infinite, raises :class:`TrainingDiverged` (its ``result``
     holds the last finite state), or with ``on_divergence="return"`` returns that result
