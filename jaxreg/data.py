@@ -142,6 +142,9 @@ def load(path, test_path=None) -> Dataset:
 
     Raises ``FileNotFoundError`` for a missing file, ``ValueError`` naming the file
     for anything wrong inside it, ``ImportError`` for ``.mat`` without scipy."""
+    for given in (path, test_path):  # as typed: a Path would drop a trailing slash
+        if given is not None:
+            check_input(os.fspath(given), f"a data file ({', '.join(EXTENSIONS)})")
     path = Path(path)
     X, Y, X_test, Y_test, names = _read(path)
     test_source = None

@@ -82,6 +82,8 @@ def check_input(path, expected: str = "a regular file") -> None:
     path = os.fspath(path)
     if not path:
         raise RefusedPath(f"an empty path: expected the path of {expected}")
+    if _names_folder(path):
+        raise RefusedPath(f"{path}: names a folder (it ends in {_ending(path)}), expected {expected}")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -98,8 +100,8 @@ def check_output(path) -> str:
     path = os.fspath(path)
     if not path:
         raise RefusedPath("an empty path: expected the path of a file to write")
-    if path.endswith((os.sep, os.altsep or os.sep)):
-        raise RefusedPath(f"{path}: names a folder (it ends in {path[-1]}), expected the path of a file to write")
+    if _names_folder(path):
+        raise RefusedPath(f"{path}: names a folder (it ends in {_ending(path)}), expected the path of a file to write")
     target = os.path.realpath(path)
     try:
         mode = os.stat(path).st_mode  # the kernel follows links, /proc/self/fd/1 to a pipe included
@@ -115,9 +117,21 @@ def check_output(path) -> str:
     if not os.path.isdir(existing):
         raise RefusedPath(f"{path}: cannot be written: {existing} is {_kind(os.stat(existing).st_mode)}, "
                           "expected a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{path}: cannot be written: no permission to write in the folder {existing}")
+    try:  # what the folder takes, tried (permission bits do not tell root, nor /proc, nor a read-only mount)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{path}: cannot be written: {existing} takes no file ({err.strerror or err})") from None
     return target
+
+
+def _names_folder(path: str) -> bool:
+    """A path that can only name a folder: ending in a separator, or in ``.`` or ``..``."""
+    return path.endswith((os.sep, os.altsep or os.sep)) or os.path.basename(path) in (".", "..")
+
+
+def _ending(path: str) -> str:
+    return path[-1] if path.endswith((os.sep, os.altsep or os.sep)) else os.path.basename(path)
 
 
 def _same(a: str, b: str) -> bool:

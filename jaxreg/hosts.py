@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxreg.errors import ConfigError
+
 __all__ = ["COORDINATOR_ENV", "PROCESSES_ENV", "PROCESS_ID_ENV", "initialize", "is_main", "global_array",
            "to_host", "agreed_min", "sync"]
 
@@ -48,7 +50,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                          f"processes and this process's index together (or {COORDINATOR_ENV}, {PROCESSES_ENV}, "
                          f"{PROCESS_ID_ENV})")
     if not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id: got {process_id}, expected 0 to {num_processes - 1}")
+        name = PROCESS_ID_ENV if os.environ.get(PROCESS_ID_ENV) == str(process_id) else "process_id"
+        raise ConfigError(name, process_id, f"0 to {num_processes - 1}")
     _native_output_to_stderr()
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     return True

@@ -69,8 +69,10 @@ def test_a_path_ending_in_a_slash_names_a_folder(tmp_path, capsys, monkeypatch):
     assert main(["train", "--checkpoint", "ck.npz", *QUICK]) == 0
     capsys.readouterr()
     for argv in (["--checkpoint", "ck.npz/", "--resume"], ["--checkpoint", "ck.npz/"], ["--save", "newdir/"],
-                 ["--plot", "figure.png/"]):
-        refused(capsys, ["train", *argv, *QUICK], "names a folder (it ends in /)", tmp_path)
+                 ["--plot", "figure.png/"], ["--save", "a.npz/."]):
+        refused(capsys, ["train", *argv, *QUICK], "names a folder (it ends in ", tmp_path)
+    csv(tmp_path, "in.csv")
+    refused(capsys, ["train", "--data", "in.csv/", *QUICK], "in.csv/: names a folder", tmp_path)  # an input too
     assert not (tmp_path / "newdir").exists()
 
 
@@ -118,6 +120,9 @@ def test_exit_2_writes_nothing_and_exit_0_writes_everything(tmp_path, capsys, mo
             "--plot: the data has 3 features, expected 2", tmp_path)
     assert main(["compare", "--data", "three.csv", *QUICK]) == 0  # the default figure: it says why there is none
     assert "no figure: the data has 3 features" in capsys.readouterr().out
+    refused(capsys, ["sweep", "--mc-samples", "5", "--out", "o", *QUICK], "expected a --keep-prob below 1", tmp_path)
+    refused(capsys, ["sweep", "--data", "three.csv", "--keep-prob", "0.8", "--mc-samples", "5", "--out", "o",
+                     *QUICK], "--mc-samples: the data has 3 features", tmp_path)
 
 
 def test_folds_beyond_the_smaller_class_are_refused_before_training(tmp_path, capsys, monkeypatch):
@@ -160,6 +165,9 @@ def test_the_handlers_come_before_anything_heavy_and_gone_streams_change_no_stat
     good = subprocess.run(f"{sys.executable} -m jaxreg.cli train {' '.join(QUICK)} --save p.npz >&-", shell=True,
                           cwd=tmp_path, capture_output=False, stderr=subprocess.DEVNULL)
     assert good.returncode == 0 and checkpoint.load_params(tmp_path / "p.npz")
+    full = subprocess.run(f"{sys.executable} -m jaxreg.cli train {' '.join(QUICK)} > /dev/full", shell=True,
+                          cwd=tmp_path, capture_output=False, stderr=subprocess.PIPE, text=True)
+    assert full.returncode == 2 and "No space left on device" in full.stderr  # results not written: not done
 
 
 @pytest.mark.parametrize("env,argv,message", [
@@ -171,7 +179,9 @@ def test_the_handlers_come_before_anything_heavy_and_gone_streams_change_no_stat
     ({"PYTHONIOENCODING": "ascii"}, ["sweep"], "PYTHONIOENCODING=ascii: expected an encoding"),
     ({"MPLBACKEND": "nonsense"}, ["train", "--plot", "p.png"], "MPLBACKEND=nonsense"),
     ({}, ["train", "--device", "gpu"], "--device gpu: no backend could start"),
-], ids=["debug-nans", "xla-garbage", "no-devices", "platforms", "encoding", "mplbackend", "device"])
+    ({"JAXREG_NUM_PROCESSES": "2", "JAXREG_PROCESS_ID": "-1", "JAX_COORDINATOR_ADDRESS": "localhost:1"}, ["train"],
+     "JAXREG_PROCESS_ID: got -1, expected 0 to 1"),
+], ids=["debug-nans", "xla-garbage", "no-devices", "platforms", "encoding", "mplbackend", "device", "process-id"])
 def test_the_environment_is_named_in_one_line_before_training(tmp_path, env, argv, message):
     done = cli(*argv, *QUICK, "--out" if argv[0] == "sweep" else "--seed", "o" if argv[0] == "sweep" else "0",
                env=env, cwd=tmp_path)
@@ -225,7 +235,9 @@ def test_checks_that_cannot_fail_do_not_pass(tmp_path, capsys, monkeypatch):
     for argv, message in ((["--epsilon", "1e-300"], "--epsilon: got 1e-300, expected at least 2.22e-16"),
                           (["--keep-prob", "1e-300"], "--keep-prob: got 1e-300, expected at least 2**-16"),
                           (["--lambd", "1e308"], "loss: got inf at the parameters, expected a finite loss"),
-                          (["--m", "100000000"], "needs about")):
+                          (["--m", "100000000"], "needs about"),
+                          (["--rule", "textbook", "--threshold", "1e308"], "--threshold: got 1e+308, expected a number "
+                           "in (0, 1)")):
         refused(capsys, ["gradcheck", *argv, "--no-cache"], message, tmp_path)
     big = np.column_stack([np.random.default_rng(0).normal(size=(20, 2)) * 1e200, np.arange(20) % 2])
     np.savetxt(tmp_path / "big.csv", big, delimiter=",")

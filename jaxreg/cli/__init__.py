@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                     stream.flush()
                 except BrokenPipeError:  # the output's reader went away; a gone stderr changes nothing
                     status = _closed_pipe() if stream is sys.stdout and status == 0 else status
-                except (OSError, ValueError):  # a closed stream
+                except OSError as err:  # the results could not be written (a full disk): not done
+                    if stream is sys.stdout and status == 0:
+                        status = interrupt.end(f"jaxreg: error: the output could not be written "
+                                               f"({err.strerror or err})", 2)
+                except ValueError:  # a closed stream
                     pass
             if interrupt.received():
                 status = interrupt.report()

@@ -139,8 +139,13 @@ def run(args, s: session.Session) -> int:
     if args.mc_samples < 0:
         raise ValueError(f"--mc-samples: got {args.mc_samples}, expected an integer >= 0")
     names = ["sweep.csv", "sweep.json", "sweep.png"] + (["sweep_uncertainty.png"] if args.mc_samples else [])
+    if args.mc_samples and not any(min(kp) < 1 for kp in args.keep_prob):
+        raise ValueError(f"--mc-samples: got {args.mc_samples}, expected a --keep-prob below 1 in the grid (the "
+                         "uncertainty figure samples dropout)")
     session.check_paths(args, [("--out", os.path.join(args.out, name)) for name in names])
     dataset = session.dataset(args)
+    if args.mc_samples:
+        output.check_figure(dataset, "--mc-samples")
     none = {"lambd": 0.0, "keep_prob": (1.0,)}
     base = flags.config(args, dataset.X.shape[0], **none)
     for value in args.lambd:  # every grid value, checked before JAX starts

@@ -338,6 +338,8 @@ def check_options(epsilon, threshold, safety, directions, top_k) -> None:
             or not (np.isfinite(value) and value > 0)
         ):
             raise ConfigError(name, value, "a finite number > 0")
+    if threshold >= 1:  # ||g - a|| / (||g|| + ||a||) is at most 1: every gradient would pass
+        raise ConfigError("threshold", threshold, "a number in (0, 1): the textbook's difference is at most 1")
     if directions is not None and (
         isinstance(directions, bool) or not isinstance(directions, int | np.integer) or directions < 1
     ):
