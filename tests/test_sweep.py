@@ -117,6 +117,24 @@ def test_the_refit_is_the_best_configuration_trained_on_every_example(grid):
     assert refit.test_accuracy == alone.test_accuracy and refit.valid_accuracy is None
 
 
+def test_the_refit_takes_the_best_rows_keep_prob_wherever_it_stands_in_the_grid():
+    # The same two configurations in both orders: the same row wins (grid order only breaks exact
+    # ties), so in one of the two sweeps it is not the grid's first keep_prob.
+    X, Y, X_test, Y_test = problem()
+    chosen = []
+    for keep_prob in ([1.0, 0.7], [0.7, 1.0]):
+        result = sweep(X, Y, DIMS, lambd=[0.0], keep_prob=keep_prob, seeds=[0], validation=validation_set(),
+                       X_test=X_test, Y_test=Y_test, **RUN)
+        best = result.best()
+        refit = result.refit
+        assert (refit.config.lambd, list(refit.config.keep_prob)) == (best["lambd"], best["keep_prob"])
+        alone = train(X, Y, DIMS, seed=0, lambd=best["lambd"], keep_prob=best["keep_prob"], **RUN)
+        for name in alone.params:
+            np.testing.assert_array_equal(refit.params[name], alone.params[name], err_msg=name)
+        chosen.append(best["keep_prob"])
+    assert chosen[0] == chosen[1]
+
+
 def test_the_test_set_never_chooses():
     X, Y, X_test, Y_test = problem()
     runs = [sweep(X, Y, DIMS, X_test=X_test, Y_test=labels, folds=3, **GRID, **RUN)
