@@ -129,8 +129,9 @@ def test_checkpoint_every_writes_complete_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(
     "change,message",
-    [(dict(lambd=0.3), "incompatible configuration.*lambd"), (dict(iterations=100), "past iterations = 100")],
-    ids=["config", "shorter"],
+    [(dict(lambd=0.3), "incompatible configuration.*lambd"), (dict(iterations=100), "past iterations = 100"),
+     (dict(keep_prob=(0.8, 0.5)), "incompatible configuration.*keep_prob")],
+    ids=["config", "shorter", "keep_prob"],
 )
 def test_resume_refuses_another_run(tmp_path, change, message):
     X, Y = small_problem()
