@@ -217,6 +217,32 @@ def test_atomic_write_fsyncs_file_then_folder(tmp_path, monkeypatch):
     assert synced == ["file", "dir"]
 
 
+@pytest.mark.parametrize("write", [lambda path: files.atomic_write(path, b"data"),
+                                   lambda path: ckpt.save(path, {"w": np.zeros(3)})], ids=["atomic_write", "save"])
+def test_the_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch, write):
+    # The rename is durable only once its folder is fsync'ed; an fsync before it leaves it in the page cache.
+    events = []
+    real_fsync, folder = os.fsync, os.stat(tmp_path)
+
+    def recording_fsync(fd):
+        st = os.fstat(fd)
+        events.append("fsync folder" if (st.st_dev, st.st_ino) == (folder.st_dev, folder.st_ino)
+                      else "fsync file" if stat.S_ISREG(st.st_mode) else "fsync other")
+        real_fsync(fd)
+
+    def recording(rename):
+        def call(src, dst, *args, **kwargs):
+            events.append(f"rename to {os.path.basename(dst)}")
+            return rename(src, dst, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording(os.replace))
+    monkeypatch.setattr(os, "rename", recording(os.rename))
+    write(tmp_path / "out.bin")
+    assert events == ["fsync file", "rename to out.bin", "fsync folder"]
+
+
 def test_atomic_write_creates_folders_and_sets_usual_permissions(tmp_path):
     path = tmp_path / "a" / "b" / "out.bin"
     files.atomic_write(path, b"\x00\x01")

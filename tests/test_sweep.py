@@ -5,6 +5,7 @@ test set, and refit; early stopping; memory chunks and device sharding change no
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -115,6 +116,24 @@ def test_the_refit_is_the_best_configuration_trained_on_every_example(grid):
     for name in alone.params:
         np.testing.assert_array_equal(refit.params[name], alone.params[name])
     assert refit.test_accuracy == alone.test_accuracy and refit.valid_accuracy is None
+
+
+def test_the_refit_takes_the_best_rows_keep_prob_wherever_it_stands_in_the_grid():
+    # The same two configurations in both orders: the same row wins (grid order only breaks exact
+    # ties), so in one of the two sweeps it is not the grid's first keep_prob.
+    X, Y, X_test, Y_test = problem()
+    chosen = []
+    for keep_prob in ([1.0, 0.7], [0.7, 1.0]):
+        result = sweep(X, Y, DIMS, lambd=[0.0], keep_prob=keep_prob, seeds=[0], validation=validation_set(),
+                       X_test=X_test, Y_test=Y_test, **RUN)
+        best = result.best()
+        refit = result.refit
+        assert (refit.config.lambd, list(refit.config.keep_prob)) == (best["lambd"], best["keep_prob"])
+        alone = train(X, Y, DIMS, seed=0, lambd=best["lambd"], keep_prob=best["keep_prob"], **RUN)
+        for name in alone.params:
+            np.testing.assert_array_equal(refit.params[name], alone.params[name], err_msg=name)
+        chosen.append(best["keep_prob"])
+    assert chosen[0] == chosen[1]
 
 
 def test_the_test_set_never_chooses():
@@ -283,6 +302,20 @@ def test_early_stopping_members_equal_their_runs_alone_and_stop_apart():
         alone = train(X, Y, [2, 16, 8, 1], seed=0, lambd=float(result.lambd[i]), keep_prob=result.keep_prob[i],
                       validation=validation_set(), **run)
         assert_same_run(alone, result.member(i))
+
+
+def test_the_early_stopping_refit_trains_to_the_mean_best_iteration_rounded_up_to_a_check():
+    X, Y, _, _ = problem()
+    run = dict(RUN, iterations=2000, log_every=50, learning_rate=0.5, early_stopping=2)
+    result = sweep(X, Y, [2, 16, 8, 1], lambd=[0.0], keep_prob=[1.0], seeds=[0, 1, 2], validation=validation_set(),
+                   **run)
+    mean = np.mean([r["best_iteration"] for r in result.records()])
+    assert result.best()["best_iteration_mean"] == pytest.approx(mean, rel=1e-15)
+    checks = mean / 50
+    assert 1 <= math.floor(checks) < checks  # the seeds' best checks differ: their mean falls between two checks
+    refit = result.refit
+    assert refit.config.iterations == math.ceil(checks) * 50 and refit.config.early_stopping is None
+    assert int(refit.state.step) == refit.config.iterations and refit.best_iteration is None
 
 
 def test_a_resumed_early_stopping_run_is_bitwise_the_whole_one(tmp_path):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxreg
 from jaxreg import checkpoint
 from jaxreg.programs import run_chunk
 from jaxreg.training import TrainingDiverged, train
@@ -129,8 +130,9 @@ def test_checkpoint_every_writes_complete_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(
     "change,message",
-    [(dict(lambd=0.3), "incompatible configuration.*lambd"), (dict(iterations=100), "past iterations = 100")],
-    ids=["config", "shorter"],
+    [(dict(lambd=0.3), "incompatible configuration.*lambd"), (dict(iterations=100), "past iterations = 100"),
+     (dict(keep_prob=(0.8, 0.5)), "incompatible configuration.*keep_prob")],
+    ids=["config", "shorter", "keep_prob"],
 )
 def test_resume_refuses_another_run(tmp_path, change, message):
     X, Y = small_problem()
@@ -138,6 +140,18 @@ def test_resume_refuses_another_run(tmp_path, change, message):
     train(X, Y, [2, 8, 4, 1], seed=2, checkpoint=path, **{**RUN, "iterations": 300})
     with pytest.raises(ValueError, match=message):
         train(X, Y, [2, 8, 4, 1], seed=2, checkpoint=path, resume=True, **{**RUN, **change})
+
+
+def test_a_validated_runs_clean_costs_are_those_of_its_training_examples_alone():
+    X, Y = small_problem()
+    validation = small_problem(m=30, seed=1)
+    options = dict(dtype="float64", learning_rate=0.1, lambd=0.7, keep_prob=(0.8, 0.9), log_every=100, seed=3)
+    run = train(X, Y, [2, 8, 4, 1], validation=validation, iterations=300, **options)
+    np.testing.assert_array_equal(run.iterations, [0, 100, 200])
+    for i, clean in zip(run.iterations, run.clean_costs, strict=True):
+        # the parameters at iteration i: those of the same run ended there (0: the initial ones)
+        params = train(X, Y, [2, 8, 4, 1], validation=validation, iterations=int(i), **options).params
+        assert abs(clean - float(jaxreg.loss(params, X, Y, lambd=0.7))) <= 1e-12
 
 
 @pytest.mark.parametrize("change", ["features", "labels"])
