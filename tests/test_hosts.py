@@ -99,3 +99,12 @@ def test_data_parallel_training_over_two_processes_equals_one_process(data, tmp_
 def test_distributed_outside_a_cluster_is_one_line(tmp_path):
     (out, err, code), = run_processes(["sweep", "--distributed", "--iterations", "10"], tmp_path, 1, 1)
     assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("process_id", [-1, 2])
+def test_a_process_index_outside_the_run_is_refused(process_id):
+    from jaxreg import hosts
+    from jaxreg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"process_id: got {process_id}, expected 0 to 1"):
+        hosts.initialize("localhost:1", 2, process_id)

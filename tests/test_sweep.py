@@ -569,3 +569,10 @@ def test_uncertainty_figure_is_a_png():
     X = np.array([[0.5, -0.5], [0.5, 0.5]])
     png = plotting.uncertainty_figure(xx, yy, mean, std, X, np.array([[1.0, 0.0]]), title="t")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_refit_trains_no_refit(tmp_path, capsys):
+    assert main(["sweep", "--iterations", "20", "--log-every", "10", "--lambd", "0", "0.5", "--no-refit", "--json",
+                 "--out", str(tmp_path), "--no-cache"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["best"] is not None and report["refit"] is None

@@ -261,3 +261,25 @@ def test_float64_needs_x64():
             train(X, Y, [2, 8, 4, 1], dtype="float64")
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_momentum_is_the_heavy_ball_of_0_9_and_the_validation_cost_is_the_mean_over_its_examples():
+    """Two constants no other test pins: optimizer='momentum' is optax.sgd(lr, momentum=0.9), and the
+    validation cost is the mean cross-entropy over the validation examples alone."""
+    import optax
+
+    X, Y = np.random.default_rng(3).normal(size=(2, 30)), (np.arange(30)[None] % 2).astype(float)
+    X_val, Y_val = X[:, :12] * 0.5, Y[:, :12]
+    run = train(X, Y, [2, 4, 1], optimizer="momentum", iterations=5, log_every=5, dtype="float64",
+                validation=(X_val, Y_val))
+    params = jaxreg.init_params(jax.random.split(jax.random.key(0))[0], [2, 4, 1], "he", "float64")
+    opt = optax.sgd(0.3, momentum=0.9)
+    state = opt.init(params)
+    for _ in range(5):
+        updates, state = opt.update(jax.grad(jaxreg.loss)(params, X, Y), state, params)
+        params = optax.apply_updates(params, updates)
+    for k in params:
+        np.testing.assert_allclose(run.params[k], params[k], rtol=1e-12, atol=1e-14)
+    p = np.asarray(jaxreg.predict_proba(run.params, X_val))
+    expected = -np.mean(Y_val * np.log(p) + (1 - Y_val) * np.log(1 - p))
+    assert abs(run.valid_cost - expected) <= 1e-12 and abs(run.valid_costs[-1] - expected) <= 1e-12
