@@ -117,8 +117,13 @@ def drive(loop: Loop, states, schedule: Schedule, history: History | None = None
     def outcome() -> Outcome:
         return Outcome(states, history.extended(rows, valid_rows), step, diverged_at.copy(), dict(last_finite))
 
-    for end in chunk_ends(schedule.start, schedule.total, log_every):
-        new_states, costs, log = loop.run(states, end - step)
+    ends = chunk_ends(schedule.start, schedule.total, log_every)
+    ahead = loop.run(states, ends[0] - step) if ends else None
+    for k, end in enumerate(ends):
+        new_states, costs, log = ahead
+        # The next chunk is dispatched before this one's costs are read: the device never waits for the
+        # host (a chunk not needed, after every member stopped or diverged, is computed and dropped).
+        ahead = loop.run(new_states, ends[k + 1] - end) if k + 1 < len(ends) else None
         costs, log = to_host((costs, log))
         costs = costs.reshape(n, end - step)
         if events.on_costs is not None:
