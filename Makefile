@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/jaxreg compare
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

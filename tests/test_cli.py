@@ -5,10 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from running import Running
 
 from jaxreg import checkpoint
 from jaxreg.cli import main
@@ -82,24 +82,18 @@ def test_resume_through_the_cli_is_bitwise_identical(tmp_path, capsys):
         np.testing.assert_array_equal(a[name], b[name])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_run_keeps_its_last_checkpoint(tmp_path, sig):
+def test_interrupted_run_keeps_its_last_checkpoint(tmp_path):
+    """SIGTERM between two saves (SIGINT there: test_reliability's next-chunk test)."""
     path, _, _ = write_npz(tmp_path)
     ckpt = tmp_path / "ckpt.npz"
-    cmd = [sys.executable, "-m", "jaxreg.cli", "train", "--data", str(path), "--iterations", "100000000",
-           "--log-every", "2000", "--checkpoint", str(ckpt), "--checkpoint-every", "2000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = Running(["train", "--data", path, "--iterations", "100000000", "--log-every", "2000", "--checkpoint",
+                       ckpt, "--checkpoint-every", "2000"], tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert ckpt.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in 120 s"
-        time.sleep(0.5)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        command.wait_for_line("^jaxreg: checkpoint written at iteration ")  # waits for the state, not a time
+        assert command.send(signal.SIGTERM)
     finally:
-        proc.kill()
-    assert proc.returncode == 130
+        status, err = command.finish(60)
+    assert status == 130
     assert "interrupted" in err and "Traceback" not in err
     tree, meta = checkpoint.load(ckpt)
     assert int(tree[".step"]) % 2000 == 0 and int(tree[".step"]) > 0

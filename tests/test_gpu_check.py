@@ -12,7 +12,12 @@ SECTIONS = ["textbook", "steady_state", "sweep", "throughput", "gradcheck"]
 
 def test_gpu_check_smoke_passes_and_reports_every_section(course_data, tmp_path):
     out = tmp_path / "gpu.json"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # JAX's own settings for the suite's compilation cache (the script turns none on): a warm run
+    # loads its programs instead of compiling them
+    folder = os.environ.get("JAXREG_CACHE_DIR")
+    cache = {"JAX_COMPILATION_CACHE_DIR": folder, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"} if folder else {}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **cache}
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(out)], capture_output=True,
                           text=True, env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -5,6 +5,7 @@ process; bad input must be answered before JAX starts (so before any training)."
 import errno
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cli_output import NOTES, verdicts
+from running import Running
 
 from jaxreg import checkpoint, files
 from jaxreg.cli import main
@@ -158,140 +160,142 @@ def test_an_existing_checkpoint_is_replaced_only_with_overwrite(tmp_path, capsys
 
 
 # ----------------------------------------------------------------------------- 4, 8: signals
+#
+# Each case waits for the state it signals into, never for a length of time: the command's handlers
+# in place (/proc/PID/status), JAX loading (jaxlib mapped into the process, /proc/PID/maps), or a
+# line the command prints on stderr (its first progress line: training; a checkpoint note; its last
+# progress line: after it, the command writes its files). What follows each sign lasts far longer
+# than sending a signal takes, so the signal reaches a process still in that phase, and every case
+# ends with 130 and one line, loaded machine or not.
+
+PROGRESS_LINE = r": (member )?iterations? \d+/\d+"  # the first progress line: a chunk trained
+SIGNAL_RUNS = int(os.environ.get("JAXREG_SIGNAL_RUNS", "1"))  # runs per case; more hunt races
 
 
-def _handlers_installed(pid: int) -> bool:
-    """True once the process catches SIGTERM (Linux: /proc/PID/status); elsewhere after 0.3 s."""
+def signalled(argv, sig, until, cwd, entry="module", timeout=120):
+    """Run ``jaxreg ARGV``, wait ``until`` it is in a phase ("handlers", "jax" or a stderr line's
+    pattern), send ``sig``: (status, stderr without its progress lines and checkpoint notes, whether
+    the signal reached a running process)."""
+    command = Running(argv, cwd, entry)
     try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(line for line in f if line.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        time.sleep(0.3)
-        return True
-    return bool(int(caught.split()[1], 16) & (1 << (15 - 1)))
-
-
-def signalled(argv, sig, delay, cwd, entry="module", timeout=120):
-    """Run ``jaxreg ARGV``, send ``sig`` ``delay`` seconds after its handlers are in place:
-    (status, stderr without its progress lines and checkpoint notes, whether the signal reached a
-    running process)."""
-    command = ([str(os.path.join(os.path.dirname(sys.executable), "jaxreg"))] if entry == "script"
-               else [sys.executable, "-m", "jaxreg.cli"])
-    proc = subprocess.Popen(command + list(map(str, argv)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and not _handlers_installed(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(delay)
-        running = proc.poll() is None
-        if sig:
-            proc.send_signal(sig)
-        _, err = proc.communicate(timeout=timeout)
+        command.wait(until)
+        running = command.send(sig)
     finally:
-        proc.kill()
-    return proc.returncode, verdicts(err), running
+        status, err = command.finish(timeout)
+    return status, verdicts(err), running
 
 
 def assert_interrupted_truthfully(status, err, running, folder, checkpoint_path=None):
-    """130 and one line (0 and nothing only if the command had finished); the checkpoint is what the
+    """The signal reached the command, which ended with 130 and one line; the checkpoint is what the
     line says; no temporary file is left."""
     assert "Traceback" not in err and "Exception ignored" not in err, err
-    if status == 0:
-        assert err == "", err
-    else:
-        assert status == 130 and err.count("\n") == 1 and err.startswith("jaxreg: interrupted"), (status, err)
-    if checkpoint_path is not None and status == 130:
+    assert running, "the command had ended before the signal"
+    assert status == 130 and err.count("\n") == 1 and err.startswith("jaxreg: interrupted"), (status, err)
+    if checkpoint_path is not None:
         if "no checkpoint was written" in err:
             assert not checkpoint_path.exists()
         elif "iteration" in err:
             step = int(err.split("(iteration ")[1].split(")")[0])
             assert int(checkpoint.load(checkpoint_path)[0][".step"]) == step
     assert not [p for p in folder.rglob("*.tmp")]
-    return status == 130 or not running
 
 
-SIGNAL_RUNS = int(os.environ.get("JAXREG_SIGNAL_RUNS", "1"))  # SIGINT and SIGTERM runs per command; more hunt races
-COMMANDS = {
-    "train": ["train", "--iterations", "20000", "--log-every", "500", "--checkpoint", "ck.npz", "--checkpoint-every",
-              "4000", "--plot", "p.png", "--save", "s.npz", "--overwrite"],
-    "compare": ["compare", "--iterations", "3000", "--log-every", "500", "--plot", "c.png"],
-    "sweep": ["sweep", "--iterations", "3000", "--log-every", "500", "--lambd", "0", "0.5", "--out", "o"],
+LONG = ["--iterations", "100000000", "--log-every", "500"]  # never ends on its own
+SHORT = ["--iterations", "2000", "--log-every", "500"]
+TRAIN = ["--checkpoint", "ck.npz", "--checkpoint-every", "1000", "--plot", "p.png", "--save", "s.npz", "--overwrite"]
+SWEEP = ["--lambd", "0", "0.5", "--out", "o"]
+# One case per phase, one command per phase where the commands share its path: start-up (the
+# handlers, the flags, the data, up to importing JAX) and JAX's start (import, backend, compiling) are
+# the same code for every command; training runs train's and compare's runs through one driver, a
+# sweep's members through another (train's own training phase: the two tests after this one); each
+# command writes its own files. SIGINT and SIGTERM, the console script and `python -m jaxreg.cli`
+# alternate over the cases.
+PHASES = {
+    "start-up": (["train", *LONG, *TRAIN], "handlers", signal.SIGTERM, "script"),
+    "jax-start": (["compare", *LONG, "--plot", "c.png"], "jax", signal.SIGINT, "module"),
+    "training-sweep": (["sweep", *LONG, *SWEEP], PROGRESS_LINE, signal.SIGTERM, "script"),
+    "writing-train": (["train", *SHORT, *TRAIN], r"^training: iteration 2000/2000,", signal.SIGTERM, "module"),
+    "writing-compare": (["compare", *SHORT, "--plot", "c.png"], r"^dropout, keep_prob [\d.]+: iteration 2000/2000,",
+                        signal.SIGINT, "script"),
+    "writing-sweep": (["sweep", *SHORT, *SWEEP], r"^sweep: member iterations (\d+)/\1,", signal.SIGINT, "module"),
 }
 
 
-def interrupt_command(folder, command):
-    """Time one whole run of ``command``, then interrupt it at delays spread over that time (start-up,
-    data, compiling, training, writing), with SIGINT and SIGTERM, through the console script and
-    ``python -m jaxreg.cli``: the number of runs that ended interrupted."""
-    folder.mkdir()
-    for _ in range(2):  # the second run is timed: the first may compile what later runs load from the cache
-        start = time.monotonic()
-        status, err, _ = signalled(COMMANDS[command], 0, 0.0, folder)  # signal 0: none is sent
-        assert status == 0 and err == "", err
-        whole = time.monotonic() - start
-    rng = np.random.default_rng()
-    runs = [((2, 15)[k % 2], (k + rng.random()) * whole / (2 * SIGNAL_RUNS), ("script", "module")[(k + k // 2) % 2])
-            for k in range(2 * SIGNAL_RUNS)]
-    interrupted = 0
-    for sig, delay, entry in runs:
-        status, err, running = signalled(COMMANDS[command], sig, delay, folder, entry)
-        assert assert_interrupted_truthfully(status, err, running, folder, folder / "ck.npz"), (status, err)
-        interrupted += status == 130
-    return interrupted, len(runs)
-
-
-def test_signals_end_every_phase_of_every_command_with_130_and_one_line(tmp_path):
-    """JAXREG_SIGNAL_RUNS=50 hunts races (the commands run side by side)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(COMMANDS)) as pool:
-        counts = list(pool.map(lambda c: interrupt_command(tmp_path / c, c), COMMANDS))
-    for interrupted, runs in counts:
-        assert interrupted >= runs // 2  # most signals came while the command ran
+@pytest.mark.parametrize("argv,until,sig,entry", PHASES.values(), ids=PHASES.keys())
+def test_a_signal_in_each_phase_ends_the_command_with_130_and_one_line(tmp_path, argv, until, sig, entry):
+    """JAXREG_SIGNAL_RUNS=50 hunts races."""
+    for run in range(SIGNAL_RUNS):
+        folder = tmp_path / str(run)
+        folder.mkdir()
+        status, err, running = signalled(argv, sig, until, folder, entry)
+        assert_interrupted_truthfully(status, err, running, folder, folder / "ck.npz")
+        if argv[0] == "train":  # its parameters and figure: both written, or neither
+            assert (folder / "s.npz").exists() == (folder / "p.png").exists()
 
 
 def test_sigterm_before_the_first_save_says_no_checkpoint_was_written(tmp_path):
     ckpt = tmp_path / "lat.npz"
     argv = ["train", "--iterations", "100000000", "--log-every", "1000", "--checkpoint", ckpt,
             "--checkpoint-every", "90000000"]
-    status, err, _ = signalled(argv, 15, 1.5, tmp_path)
-    assert status == 130 and err == f"jaxreg: interrupted; no checkpoint was written to {ckpt} (interrupted before " \
-                                     "the first save)\n"
+    status, err, running = signalled(argv, signal.SIGTERM, PROGRESS_LINE, tmp_path)  # training, before any save
+    assert running and status == 130
+    assert err == f"jaxreg: interrupted; no checkpoint was written to {ckpt} (interrupted before the first save)\n"
     assert not ckpt.exists()
 
 
 def test_training_stops_at_the_next_chunk_and_names_its_last_checkpoint(tmp_path):
+    from jaxreg.cli.interrupt import GRACE
+
     ckpt = tmp_path / "ck.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "jaxreg.cli", "train", "--iterations", "100000000",
-                             "--log-every", "200", "--checkpoint", ckpt, "--checkpoint-every", "200"],
-                            stderr=subprocess.PIPE, text=True)
+    command = Running(["train", "--iterations", "100000000", "--log-every", "200", "--checkpoint", ckpt,
+                       "--checkpoint-every", "200"], tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not ckpt.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
+        command.wait_for_line(NOTES[0])  # a checkpoint written: training, between saves
         sent = time.monotonic()
-        proc.send_signal(2)
-        _, err = proc.communicate(timeout=60)
+        assert command.send(signal.SIGINT)
     finally:
-        proc.kill()
-    # A safe point after each chunk (milliseconds), not the watchdog's grace (a second)
-    assert time.monotonic() - sent < 0.5
+        status, err = command.finish(60)
+    # A safe point after each chunk (milliseconds), not the watchdog's grace (which ends the process
+    # no sooner than GRACE after the signal)
+    assert time.monotonic() - sent < GRACE
     notes = [line for line in err.splitlines() if line.startswith(NOTES[0])]
     err = verdicts(err)
-    assert proc.returncode == 130 and err.count("\n") == 1, err
+    assert status == 130 and err.count("\n") == 1, err
     step = int(checkpoint.load(ckpt)[0][".step"])
     assert err == f"jaxreg: interrupted; the last complete checkpoint (iteration {step}) is kept in {ckpt}\n"
     assert notes[-1] == f"{NOTES[0]}{step} ({ckpt})"  # the last save it said it wrote
 
 
+IN_A_CHUNK = """
+import sys
+from jaxreg import members
+from jaxreg.cli import main
+
+dispatch = members.run_chunk
+
+
+def run_chunk(*args, **kwargs):
+    out = dispatch(*args, **kwargs)  # compiled and dispatched: the chunk runs while this returns
+    print("test: a chunk is running", file=sys.stderr, flush=True)
+    return out
+
+
+members.run_chunk = run_chunk
+main()
+"""
+
+
 def test_a_signal_in_a_long_compiled_chunk_ends_the_process_within_the_grace(tmp_path):
     argv = ["train", "--iterations", "2000000000", "--log-every", "1000000000"]  # one chunk: minutes
-    start = time.monotonic()
-    status, err, _ = signalled(argv, 2, 2.0, tmp_path, timeout=30)
-    assert status == 130 and err == "jaxreg: interrupted\n"
-    assert time.monotonic() - start < 30
+    command = Running(argv, tmp_path, code=IN_A_CHUNK)
+    try:
+        command.wait_for_line("^test: a chunk is running")
+        sent = time.monotonic()
+        assert command.send(signal.SIGINT)
+    finally:
+        status, err = command.finish(30)
+    assert status == 130 and err == "test: a chunk is running\njaxreg: interrupted\n", (status, err)
+    assert time.monotonic() - sent < 10  # the watchdog's grace (a second), not the chunk's minutes
 
 
 # ----------------------------------------------------------------------------- 5: stale temporary files

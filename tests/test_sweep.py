@@ -358,6 +358,8 @@ SHARDED = textwrap.dedent("""
     import jax
     import numpy as np
     jax.config.update("jax_enable_x64", True)
+    from jaxreg.compilation import enable_cache
+    enable_cache()  # the suite's cache (JAXREG_CACHE_DIR, from conftest): a warm run loads the programs
     from jaxreg.sweep import sweep
     from jaxreg.training import train_data_parallel
     from jaxreg.training import train
