@@ -286,7 +286,7 @@ main()
 
 
 def test_a_signal_in_a_long_compiled_chunk_ends_the_process_within_the_grace(tmp_path):
-    argv = ["train", "--iterations", "2000000000", "--log-every", "1000000000"]  # one chunk: minutes
+    argv = ["train", "--iterations", "1000000000", "--log-every", "1000000000"]  # one chunk: minutes
     command = Running(argv, tmp_path, code=IN_A_CHUNK)
     try:
         command.wait_for_line("^test: a chunk is running")
