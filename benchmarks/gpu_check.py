@@ -71,6 +71,7 @@ BUG_SCALE = 1.01  # the wrong gradient: dW2's largest entry times this
 class Sizes(NamedTuple):
     """What each section runs; the full check's and the smoke test's."""
 
+    textbook_repeat: bool  # section 1: each row run twice, to see whether the two agree bit for bit
     steady_iterations: int  # section 2: iterations per timed call
     steady_reps: int  # timed calls per regime, after one that compiles
     sweep_grid: dict  # section 3: lambd, keep_prob, seeds
@@ -86,7 +87,7 @@ class Sizes(NamedTuple):
 
 
 FULL = Sizes(
-    steady_iterations=ITERATIONS, steady_reps=3,
+    textbook_repeat=True, steady_iterations=ITERATIONS, steady_reps=3,
     # bench_sweep's 64-grid (4 lambd x 4 keep_prob x 4 seeds), so that the figure sits beside the README's
     sweep_grid={"lambd": [0.0, 0.1, 0.3, 0.7], "keep_prob": [1.0, 0.95, 0.86, 0.7], "seeds": 4},
     sweep_iterations=ITERATIONS, sweep_reps=2,
@@ -95,9 +96,9 @@ FULL = Sizes(
     peak_n=8192, gradcheck_dims=(2, 300, 300, 1), gradcheck_m=4, gradcheck_reps=3,
 )  # fmt: skip
 SMOKE = Sizes(
-    steady_iterations=2000, steady_reps=2,
+    textbook_repeat=False, steady_iterations=2000, steady_reps=2,
     sweep_grid={"lambd": [0.0, 0.7], "keep_prob": [1.0, 0.86], "seeds": 1}, sweep_iterations=300, sweep_reps=1,
-    scale_sizes=((1_000, 16), (4_000, 32)), scale_reps=1, scale_budget=2e8,
+    scale_sizes=((1_000, 16),), scale_reps=1, scale_budget=2e8,
     peak_n=256, gradcheck_dims=(2, 10, 10, 1), gradcheck_m=4, gradcheck_reps=1,
 )  # fmt: skip
 
@@ -188,7 +189,8 @@ def textbook(sizes: Sizes) -> dict:
     initialisation and masks, for no regularisation, L2 and dropout; each row passes when both
     accuracies equal the textbook's, the costs at iterations 0, 10000 and 20000 are within 1e-9
     of the tests' constants and the final cost rounds to the README's 6 digits. Each run is made
-    twice, to record whether the two agree bit for bit (not required to pass)."""
+    twice (``sizes.textbook_repeat``; None where it is not), to record whether the two agree bit
+    for bit (not required to pass)."""
     d = jaxreg.data.load_course()  # FileNotFoundError (JAXREG_DATA) where absent: the section fails
     rows = []
     with float64():
@@ -201,7 +203,7 @@ def textbook(sizes: Sizes) -> dict:
             t0 = time.perf_counter()
             r = run()
             wall = time.perf_counter() - t0
-            again = run()
+            again = run() if sizes.textbook_repeat else None
             logged = dict(zip(r.iterations.tolist(), r.costs.tolist(), strict=True))
             got = [logged[i] for i in COST_ITERATIONS]
             worst = max(abs(g - e) for g, e in zip(got, costs, strict=True))
@@ -211,7 +213,8 @@ def textbook(sizes: Sizes) -> dict:
                 "expected_accuracy": [train_acc, test_acc],
                 "costs": got, "expected_costs": list(costs), "worst_cost_difference": worst,
                 "final_cost": r.final_cost, "expected_final_cost": final,
-                "repeat_bitwise_equal": same_params(r.params, again.params), "params_sha256": fingerprint(r.params),
+                "repeat_bitwise_equal": None if again is None else same_params(r.params, again.params),
+                "params_sha256": fingerprint(r.params),
                 "passed": bool(r.train_accuracy == train_acc and r.test_accuracy == test_acc
                                and worst <= COST_TOLERANCE and round(r.final_cost, 6) == final),
             })  # fmt: skip
@@ -229,7 +232,8 @@ def textbook_table(s: dict) -> str:
         ["run", "train acc", "test acc", "worst cost diff (0/10k/20k)", "final cost", "first run s",
          "repeat bitwise equal", "verdict"],
         [[r["run"], f"{r['train_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", f"{r['worst_cost_difference']:.1e}",
-          f"{r['final_cost']:.6f}", f"{r['seconds']:.2f}", "yes" if r["repeat_bitwise_equal"] else "no",
+          f"{r['final_cost']:.6f}", f"{r['seconds']:.2f}",
+          {True: "yes", False: "no", None: "-"}[r["repeat_bitwise_equal"]],
           "pass" if r["passed"] else "**FAIL**"]
          for r in s["rows"]],
     )  # fmt: skip
